@@ -1,0 +1,3 @@
+"""detector: find and count railway freight cars in satellite GeoTIFFs."""
+
+__version__ = "0.1.0"

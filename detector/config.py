@@ -1,0 +1,32 @@
+"""Compose Hydra configs from the installed ``detector.conf`` package (for APIs and tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+CONFIG_MODULE = "detector.conf"
+# Entry points use ``@hydra.main(config_path=CONFIG_PATH, ...)``.
+CONFIG_PATH = "pkg://detector.conf"
+HYDRA_VERSION_BASE = "1.3"
+
+
+def compose(config_name: str, overrides: Sequence[str] = (), with_hydra: bool = False) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with Hydra overrides, outside ``@hydra.main``.
+
+    Args:
+        config_name: primary config, e.g. ``"train"`` or ``"infer"``.
+        overrides: Hydra override strings such as ``"debug=smoke"``.
+
+    Returns:
+        The composed config; ``with_hydra`` keeps Hydra's own ``hydra`` node in it.
+    """
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base=HYDRA_VERSION_BASE):
+        return hydra_compose(config_name=config_name, overrides=list(overrides),
+                             return_hydra_config=with_hydra)

@@ -1,0 +1,156 @@
+"""Raster access shared by dataset building and inference: windows, resolution, normalisation.
+
+Training and inference must see pixels prepared the same way, so both call
+:func:`scene_stretch` and :func:`to_uint8` with the normalisation spec that the dataset
+records and the model card carries::
+
+    {"bands": [1, 2, 3], "method": "percentile", "percentiles": [0.5, 99.5], "fill": 114}
+
+``method`` is ``percentile`` (per scene and band, from a decimated read that ignores
+nodata) or ``none`` (values clipped to 0–255: for 8-bit scenes prepared elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from detector.atomic import atomic_path
+from detector.errors import DetectorError
+
+DEFAULT_NORMALIZATION: dict[str, Any] = {
+    "bands": [1, 2, 3],
+    "method": "percentile",
+    "percentiles": [0.5, 99.5],
+    "fill": 114,
+}
+_STATS_MAX_SIDE = 1024
+_EARTH_RADIUS_M = 6_371_008.8
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a raster, or raise a one-line :class:`DetectorError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise DetectorError(f"{path}: no such file; check the path")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as err:
+        raise DetectorError(
+            f"{path}: not a readable raster ({str(err).splitlines()[0]}); "
+            "give a GeoTIFF or another GDAL-readable image") from err
+
+
+def check_bands(src: rasterio.DatasetReader, bands: list[int], path: str | Path) -> None:
+    """Raise if the scene lacks one of the 1-based ``bands``."""
+    missing = [b for b in bands if b < 1 or b > src.count]
+    if missing:
+        raise DetectorError(
+            f"{path}: has {src.count} band(s) but bands {list(bands)} were asked for; "
+            "set the band map (e.g. bands=[1,2,3]) to bands the scene has")
+
+
+def scene_m_per_px(src: rasterio.DatasetReader) -> float | None:
+    """Ground sampling distance in metres per pixel, or None when the scene has no CRS."""
+    if src.crs is None:
+        return None
+    res_x, res_y = abs(src.transform.a), abs(src.transform.e)
+    if src.crs.is_projected:
+        factor = src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0
+        return float((res_x + res_y) / 2 * factor)
+    # Geographic CRS: degrees → metres at the scene centre.
+    lat = (src.bounds.top + src.bounds.bottom) / 2
+    metres_per_degree = math.pi * _EARTH_RADIUS_M / 180
+    return float((res_x * math.cos(math.radians(lat)) + res_y) / 2 * metres_per_degree)
+
+
+def valid_mask(src: rasterio.DatasetReader, window: Window,
+               out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Boolean (H, W) mask of pixels with data; pixels outside the raster are invalid."""
+    mask = src.read_masks(1, window=window, out_shape=out_shape, boundless=True,
+                          resampling=Resampling.nearest)
+    return mask > 0
+
+
+def read_window(src: rasterio.DatasetReader, window: Window, bands: list[int],
+                out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` in ``window`` (optionally resampled to ``out_shape``) and its valid mask.
+
+    Returns:
+        (data (C, H, W) in the raster's dtype, valid (H, W) bool). Windows may reach past
+        the raster edge; those pixels are invalid.
+    """
+    shape = (len(bands), *out_shape) if out_shape else None
+    fill = src.nodata if src.nodata is not None else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # boundless reads warn about the fill value
+        data = src.read(bands, window=window, out_shape=shape, boundless=True,
+                        fill_value=fill, resampling=Resampling.bilinear)
+    return data, valid_mask(src, window, out_shape or (data.shape[1], data.shape[2]))
+
+
+def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (low, high) of the stretch for a whole scene, from a decimated read.
+
+    Returns float arrays of shape (C,) for the spec's bands.
+    """
+    bands = list(normalization.get("bands", DEFAULT_NORMALIZATION["bands"]))
+    if normalization.get("method", "percentile") == "none":
+        return np.zeros(len(bands)), np.full(len(bands), 255.0)
+    scale = max(src.width, src.height) / _STATS_MAX_SIDE
+    shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
+    window = Window(0, 0, src.width, src.height)
+    data = src.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+    valid = valid_mask(src, window, shape)
+    lo_pct, hi_pct = normalization.get("percentiles", DEFAULT_NORMALIZATION["percentiles"])
+    if not valid.any():
+        return np.zeros(len(bands)), np.ones(len(bands))
+    pixels = data[:, valid].astype(np.float64)
+    low = np.percentile(pixels, lo_pct, axis=1)
+    high = np.percentile(pixels, hi_pct, axis=1)
+    return low, np.maximum(high, low + 1e-6)
+
+
+def to_uint8(data: np.ndarray, low: np.ndarray, high: np.ndarray,
+             valid: np.ndarray | None = None, fill: int = 114) -> np.ndarray:
+    """Stretch (C, H, W) data linearly from [low, high] to 0–255; invalid pixels get ``fill``."""
+    low = np.asarray(low, dtype=np.float32)[:, None, None]
+    high = np.asarray(high, dtype=np.float32)[:, None, None]
+    out = (data.astype(np.float32) - low) * (255.0 / (high - low))
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if valid is not None:
+        out[:, ~valid] = fill
+    return out
+
+
+def write_geotiff(path: str | Path, data: np.ndarray, transform: Affine, crs: Any,
+                  nodata: float | None = None, tiled: bool = True) -> None:
+    """Write (C, H, W) ``data`` as a compressed GeoTIFF, atomically.
+
+    Args:
+        path: destination ``.tif``.
+        data: band-first array; its dtype is kept.
+        transform: pixel → map affine transform.
+        crs: anything rasterio accepts as a CRS, or None.
+        nodata: nodata value recorded in the file.
+        tiled: write 256×256 internal tiles (else strips).
+    """
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+        "count": data.shape[0], "dtype": data.dtype.name, "transform": transform, "crs": crs,
+        "compress": "deflate", "predictor": 2, "nodata": nodata,
+    }
+    if tiled:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data)
