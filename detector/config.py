@@ -15,7 +15,8 @@ CONFIG_PATH = "pkg://detector.conf"
 HYDRA_VERSION_BASE = "1.3"
 
 
-def compose(config_name: str, overrides: Sequence[str] = (), with_hydra: bool = False) -> DictConfig:
+def compose(config_name: str, overrides: Sequence[str] = (),
+            with_hydra: bool = False) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with Hydra overrides, outside ``@hydra.main``.
 
     Args:
