@@ -43,6 +43,8 @@ def crs_member(crs: CRS | None) -> dict[str, Any] | None:
 
 def feature_collection(polygons: list[LabelledPolygon], crs: CRS | None) -> dict[str, Any]:
     """A GeoJSON FeatureCollection of closed Polygons with ``class`` + extra properties."""
+    # Millimetres in a projected CRS; in degrees 3 decimals would be ~100 m, so keep 9.
+    digits = 9 if crs is not None and crs.is_geographic else 3
     features = []
     for poly in polygons:
         ring = np.asarray(poly.corners, dtype=float)
@@ -51,7 +53,7 @@ def feature_collection(polygons: list[LabelledPolygon], crs: CRS | None) -> dict
             "type": "Feature",
             "properties": {"class": poly.cls, **poly.properties},
             "geometry": {"type": "Polygon",
-                         "coordinates": [[[round(float(x), 3), round(float(y), 3)]
+                         "coordinates": [[[round(float(x), digits), round(float(y), digits)]
                                           for x, y in ring]]},
         })
     collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}

@@ -1,0 +1,185 @@
+"""Assemble one synthetic rail-yard scene: layout, drawing, sensor, georeferencing, labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import cv2
+import numpy as np
+from affine import Affine
+from omegaconf import DictConfig, OmegaConf
+from rasterio.crs import CRS
+from shapely.geometry import Polygon, box
+
+from detector.errors import DetectorError
+from detector.geometry import pixel_to_map
+from detector.labels import LabelledPolygon
+from detector.synth import sensor, terrain, tracks
+from detector.synth.draw import Canvas, sample
+from detector.synth.layout import CLASSES, Occupancy, place_vehicles, plan_yard
+from detector.synth.vehicles import cast_vehicle_shadows, draw_vehicles
+
+_STREAMS = ("yard", "vehicles", "terrain", "style", "draw", "sensor", "georef")
+
+
+@dataclass
+class SyntheticScene:
+    """One generated scene: pixels, georeferencing and ground-truth labels.
+
+    Attributes:
+        image: (C, H, W) uint8, or uint16 with 11-bit values when ``dtype`` is uint16.
+        transform: pixel → map affine (north up).
+        crs: projected (UTM) CRS of the map coordinates.
+        nodata: nodata value, or None when the scene has no nodata margin.
+        m_per_px: ground sampling distance.
+        labels: one body rectangle per vehicle in map coordinates (full body, even when
+            partly outside the image).
+        body_mask: (H, W) bool, where car bodies were drawn.
+    """
+
+    image: np.ndarray
+    transform: Affine
+    crs: CRS
+    nodata: int | None
+    m_per_px: float
+    labels: list[LabelledPolygon]
+    body_mask: np.ndarray
+
+
+def default_config() -> DictConfig:
+    """The packaged ``conf/synth.yaml`` without its Hydra defaults list."""
+    text = resources.files("detector.conf").joinpath("synth.yaml").read_text()
+    cfg = OmegaConf.create(text)
+    cfg.pop("defaults", None)
+    return cfg
+
+
+def resolve_config(cfg: DictConfig | dict | None) -> DictConfig:
+    """Overlay ``cfg`` (full or partial) on the packaged defaults and check it."""
+    merged = OmegaConf.merge(default_config(), OmegaConf.create(cfg or {}))
+    validate(merged)
+    return merged
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise a one-line :class:`DetectorError` for settings the generator cannot honour."""
+    where = "synth config"
+    if cfg.dtype not in ("uint8", "uint16"):
+        raise DetectorError(f"{where}: dtype={cfg.dtype!r} is not supported; use uint8 or uint16")
+    if not 0.05 <= float(cfg.m_per_px) <= 5:
+        raise DetectorError(f"{where}: m_per_px={cfg.m_per_px} is out of range; use 0.3–1.0")
+    if len(cfg.size) != 2 or min(int(s) for s in cfg.size) < 64:
+        raise DetectorError(f"{where}: size={list(cfg.size)} is invalid; give [width, height] "
+                            ">= 64 px, e.g. size=[2000,2000]")
+    mix = {k: float(v) for k, v in cfg.class_mix.items()}
+    if set(mix) - set(CLASSES) or min(mix.values(), default=0) < 0 or sum(mix.values()) <= 0:
+        raise DetectorError(f"{where}: class_mix={mix} is invalid; give non-negative "
+                            f"proportions for {list(CLASSES)}")
+    if int(cfg.vehicles.min) < 0 or int(cfg.vehicles.max) < int(cfg.vehicles.min):
+        raise DetectorError(f"{where}: vehicles.min/max must satisfy 0 <= min <= max")
+    if int(cfg.supersample) < 1:
+        raise DetectorError(f"{where}: supersample must be >= 1")
+
+
+def _footprint(rng: np.random.Generator, cfg: DictConfig, width: int, height: int
+               ) -> np.ndarray:
+    """Pixel corners of a rotated image footprint (data inside, nodata outside)."""
+    angle = np.deg2rad(sample(rng, cfg.footprint.angle_deg)) * rng.choice([-1, 1])
+    scale = sample(rng, cfg.footprint.scale)
+    c, s = np.cos(angle), np.sin(angle)
+    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * np.array([width, height]) * scale / 2
+    rot = half @ np.array([[c, s], [-s, c]])
+    return rot + np.array([width, height]) / 2
+
+
+def generate_scene(cfg: DictConfig | dict, seed: int) -> SyntheticScene:
+    """Generate one scene; the same ``cfg`` and ``seed`` give the same scene.
+
+    Args:
+        cfg: synth config (``conf/synth.yaml``); a partial dict is overlaid on the defaults.
+        seed: scene seed.
+    """
+    cfg = resolve_config(cfg)
+    rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in
+                               np.random.SeedSequence(int(seed)).spawn(len(_STREAMS))),
+                    strict=True))
+    width, height = (int(s) for s in cfg.size)
+    m = float(cfg.m_per_px)
+    ss = int(cfg.supersample)
+    extent = (width * m, height * m)
+    canvas = Canvas(height * ss, width * ss, ss / m)
+    st = sensor.sample_style(cfg.style, rngs["style"])
+    track_style = tracks.sample_track_style(rngs["style"], cfg)
+
+    yard = plan_yard(cfg.yard, rngs["yard"], extent)
+    vehicles = place_vehicles(cfg, rngs["vehicles"], yard)
+
+    rail = Occupancy(*extent)
+    for t in yard.tracks + yard.connectors:
+        rail.mark_line(t.pts, 7.0)
+    rail.mark_poly(yard.band)
+    occ = Occupancy(*extent)
+    occ.grid[:] = rail.grid
+
+    terrain_rng = rngs["terrain"]
+    terrain.draw_ground(canvas, cfg, terrain_rng, extent)
+    roads = terrain.draw_roads(canvas, cfg, terrain_rng, extent, occ, yard)
+    tracks.draw_tracks(canvas, yard, rngs["draw"], track_style, extent)
+    things = terrain.plan_things(cfg, terrain_rng, extent, occ, rail, yard, roads, canvas)
+    sensor.add_texture(canvas.img, st["texture"], canvas.k, rngs["draw"])
+
+    terrain.cast_things(canvas, things, st["shadow"])
+    cast_vehicle_shadows(canvas, vehicles, st["shadow"])
+    tracks.cast_catenary(canvas, yard, st["shadow"], track_style["mast_height"])
+    sensor.apply_shadows(canvas.img, canvas.shadow, st["shadow_strength"], canvas.k)
+    canvas.shadow = None  # free memory early
+
+    body = np.zeros(canvas.shape, np.uint8)
+    terrain.draw_things(canvas, things, st["sun"], rngs["draw"])
+    draw_vehicles(canvas, vehicles, cfg.style, st["sun"], rngs["draw"], body)
+    tracks.draw_catenary(canvas, yard, track_style["catenary"])
+
+    size = (width, height)
+    clean = cv2.resize(canvas.img, size, interpolation=cv2.INTER_AREA) if ss > 1 else canvas.img
+    body_mask = (cv2.resize(body.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+                 if ss > 1 else body.astype(bool))
+    del canvas
+
+    srng = rngs["sensor"]
+    rgb = sensor.imaging(clean, st, srng)
+    rgb8 = sensor.jpeg(np.clip(np.round(rgb), 0, 255).astype(np.uint8), st["jpeg"])
+    bands = [rgb8.astype(np.float32)[..., i] for i in range(3)]
+    if cfg.nir:
+        bands.append(sensor.nir_band(clean, srng))
+    image = sensor.quantise(np.stack(bands), str(cfg.dtype), st, srng)
+
+    g = rngs["georef"]
+    easting = round(sample(g, cfg.crs.easting))
+    northing = round(sample(g, cfg.crs.northing))
+    transform = Affine(m, 0.0, float(easting), 0.0, -m, float(northing))
+    crs = CRS.from_epsg(int(cfg.crs.epsg))
+
+    frame = box(0, 0, width, height)
+    nodata = None
+    if cfg.nodata_margin:
+        nodata = int(cfg.nodata)
+        corners = _footprint(g, cfg, width, height)
+        valid = np.zeros((height, width), np.uint8)
+        cv2.fillPoly(valid, [np.round((corners - 0.5) * 16).astype(np.int32)], 1,
+                     cv2.LINE_8, 4)
+        valid = valid.astype(bool)
+        image[:, ~valid] = nodata
+        data = image[:, valid]
+        data[data == nodata] = nodata + 1  # valid pixels never read as nodata
+        image[:, valid] = data
+        body_mask &= valid
+        frame = frame.intersection(Polygon(corners))
+
+    labels = []
+    for v in vehicles:
+        pix = v.corners / m
+        if not Polygon(pix).intersects(frame):
+            continue
+        labels.append(LabelledPolygon(pixel_to_map(pix, transform), v.cls, {"kind": v.kind}))
+    return SyntheticScene(image, transform, crs, nodata, m, labels, body_mask)
