@@ -1,0 +1,279 @@
+"""Turn raw detector scores into probabilities, from the model's own validation predictions.
+
+The model predicts on the val split at a low candidate confidence; each candidate is matched
+to ground truth (same class, rotated IoU for ``obb``, axis-aligned IoU for ``detect``, greedy
+by score); per-class isotonic maps from score to P(correct) are fitted on the matches
+(``detector.calibration``). The expected calibration error after calibration is measured
+by 2-fold cross-fitting over images, so it is not flattered by fitting and scoring the same
+candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+import yaml
+
+from detector import calibration
+from detector.errors import DetectorError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+FALLBACK_THRESHOLD = 0.25  # Ultralytics' predict default, for a class without any candidate
+
+
+@dataclass
+class Candidates:
+    """Every candidate detection on a split, with whether it matched a truth."""
+
+    n_classes: int
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    image: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    n_truth: np.ndarray | None = None          # truth instances per class
+    truth_found: np.ndarray | None = None      # truth matched by some candidate, per class
+
+    def __post_init__(self) -> None:
+        if self.n_truth is None:
+            self.n_truth = np.zeros(self.n_classes, int)
+        if self.truth_found is None:
+            self.truth_found = np.zeros(self.n_classes, int)
+
+    def add(self, image: int, scores: np.ndarray, classes: np.ndarray, correct: np.ndarray,
+            truth_classes: np.ndarray, truth_matched: np.ndarray) -> None:
+        """Append one image's candidates and truth bookkeeping."""
+        self.scores = np.concatenate([self.scores, scores])
+        self.classes = np.concatenate([self.classes, classes.astype(int)])
+        self.correct = np.concatenate([self.correct, correct.astype(bool)])
+        self.image = np.concatenate([self.image, np.full(len(scores), image, int)])
+        self.n_truth += np.bincount(truth_classes.astype(int), minlength=self.n_classes)
+        self.truth_found += np.bincount(truth_classes[truth_matched].astype(int),
+                                        minlength=self.n_classes)
+
+
+# -- matching ---------------------------------------------------------------------------
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every polygon in ``a`` (N, K, 2) with every polygon in ``b`` (M, K, 2)."""
+    out = np.zeros((len(a), len(b)))
+    if not len(a) or not len(b):
+        return out
+    lo_a, hi_a = a.min(1), a.max(1)
+    lo_b, hi_b = b.min(1), b.max(1)
+    # Only pairs whose bounding boxes overlap can intersect.
+    overlap = ((lo_a[:, None] < hi_b[None]) & (lo_b[None] < hi_a[:, None])).all(-1)
+    ia, ib = np.nonzero(overlap)
+    if ia.size:
+        pa, pb = shapely.polygons(a), shapely.polygons(b)
+        pa = np.where(shapely.is_valid(pa), pa, shapely.make_valid(pa))
+        pb = np.where(shapely.is_valid(pb), pb, shapely.make_valid(pb))
+        inter = shapely.area(shapely.intersection(pa[ia], pb[ib]))
+        union = shapely.area(pa[ia]) + shapely.area(pb[ib]) - inter
+        out[ia, ib] = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return out
+
+
+def match(pred: np.ndarray, scores: np.ndarray, pred_cls: np.ndarray, truth: np.ndarray,
+          truth_cls: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy same-class matching in order of falling score.
+
+    Args:
+        pred: predicted polygons (N, 4, 2) in pixels.
+        scores: their scores (N,).
+        pred_cls: their class ids (N,).
+        truth: true polygons (M, 4, 2).
+        truth_cls: their class ids (M,).
+        iou_threshold: minimum IoU of a match.
+
+    Returns:
+        ``correct`` (N,) bool per prediction and ``matched`` (M,) bool per truth.
+    """
+    correct = np.zeros(len(pred), bool)
+    matched = np.zeros(len(truth), bool)
+    iou = iou_matrix(pred, truth)
+    iou[pred_cls[:, None] != truth_cls[None, :]] = 0.0
+    for i in np.argsort(-scores, kind="stable"):
+        row = np.where(matched, 0.0, iou[i])
+        if row.size and row.max() >= iou_threshold:
+            j = int(row.argmax())
+            matched[j] = correct[i] = True
+    return correct, matched
+
+
+# -- reading a split --------------------------------------------------------------------
+
+def split_images(data_yaml: str | Path, split: str) -> list[Path]:
+    """Image files of one split of an Ultralytics dataset (folders or .txt lists)."""
+    data_yaml = Path(data_yaml)
+    data = yaml.safe_load(data_yaml.read_text())
+    entries = data.get(split)
+    if not entries:
+        return []
+    root = Path(data.get("path") or data_yaml.parent)
+    if not root.is_absolute():
+        root = data_yaml.parent / root
+    images: list[Path] = []
+    for entry in [entries] if isinstance(entries, str) else entries:
+        path = Path(entry) if Path(entry).is_absolute() else root / entry
+        if path.is_dir():
+            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.suffix == ".txt" and path.is_file():
+            lines = [x.strip() for x in path.read_text().splitlines() if x.strip()]
+            images += [Path(x) if Path(x).is_absolute() else path.parent / x for x in lines]
+        else:
+            raise DetectorError(f"{data_yaml}: {split} split {path} does not exist; "
+                                "rebuild the dataset or fix data.yaml")
+    return images
+
+
+def label_path(image: Path) -> Path:
+    """Ultralytics' label file for an image (last ``images`` folder -> ``labels``, ``.txt``)."""
+    parts = list(image.parts)
+    idx = len(parts) - 1 - parts[::-1].index("images")
+    parts[idx] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def read_truth(label_file: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids (M,) and pixel polygons (M, 4, 2) of a YOLO label file (obb or detect rows)."""
+    if not label_file.exists():
+        return np.zeros(0, int), np.zeros((0, 4, 2))
+    rows = [r.split() for r in label_file.read_text().splitlines() if r.strip()]
+    classes, polys = [], []
+    for row in rows:
+        values = np.array(row[1:], float)
+        if values.size == 8:
+            poly = values.reshape(4, 2)
+        elif values.size == 4:
+            cx, cy, w, h = values
+            poly = np.array([[cx - w / 2, cy - h / 2], [cx + w / 2, cy - h / 2],
+                             [cx + w / 2, cy + h / 2], [cx - w / 2, cy + h / 2]])
+        else:
+            raise DetectorError(f"{label_file}: label rows need 4 (detect) or 8 (obb) "
+                                "coordinates; rebuild the dataset")
+        classes.append(int(row[0]))
+        polys.append(poly * (width, height))
+    return np.array(classes, int), np.array(polys).reshape(-1, 4, 2)
+
+
+def result_polygons(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Polygons (N, 4, 2), scores and class ids of one Ultralytics result (obb or detect)."""
+    if getattr(result, "obb", None) is not None:
+        obb = result.obb
+        return (obb.xyxyxyxy.cpu().numpy().reshape(-1, 4, 2), obb.conf.cpu().numpy(),
+                obb.cls.cpu().numpy().astype(int))
+    boxes = result.boxes
+    x0, y0, x1, y1 = boxes.xyxy.cpu().numpy().T
+    polys = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1),
+                      np.stack([x1, y1], -1), np.stack([x0, y1], -1)], 1)
+    return polys.reshape(-1, 4, 2), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy().astype(int)
+
+
+def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cfg: Any,
+                       imgsz: int, device: Any = None, split: str = "val") -> Candidates:
+    """Predict on a split at ``cal_cfg.candidate_conf`` and match every candidate to truth."""
+    images = split_images(data_yaml, split)
+    cands = Candidates(n_classes)
+    size = int(cal_cfg.batch)
+    for start in range(0, len(images), size):
+        batch = images[start:start + size]
+        results = model.predict([str(p) for p in batch], conf=cal_cfg.candidate_conf,
+                                iou=cal_cfg.nms_iou, imgsz=imgsz, device=device,
+                                max_det=int(cal_cfg.max_det), verbose=False)
+        for k, (image, result) in enumerate(zip(batch, results, strict=True)):
+            height, width = result.orig_shape
+            truth_cls, truth = read_truth(label_path(image), width, height)
+            polys, scores, classes = result_polygons(result)
+            correct, matched = match(polys, scores, classes, truth, truth_cls, cal_cfg.iou)
+            cands.add(start + k, scores, classes, correct, truth_cls, matched)
+    return cands
+
+
+# -- fitting and reporting --------------------------------------------------------------
+
+def fit_maps(cands: Candidates, names: Sequence[str], min_samples: int = 20
+             ) -> dict[str, dict[str, Any]]:
+    """Per-class isotonic score -> probability maps (identity for classes with few samples)."""
+    return {name: calibration.fit_isotonic(cands.scores[cands.classes == c],
+                                           cands.correct[cands.classes == c], min_samples)
+            for c, name in enumerate(names)}
+
+
+def cross_fitted(cands: Candidates, n_classes: int, min_samples: int = 20) -> np.ndarray:
+    """Calibrated probability of each candidate from maps fitted on the other half of images."""
+    fold = cands.image % 2
+    probs = cands.scores.astype(float).copy()
+    for c in range(n_classes):
+        for f in (0, 1):
+            fit = (cands.classes == c) & (fold != f)
+            use = (cands.classes == c) & (fold == f)
+            if use.any():
+                cmap = calibration.fit_isotonic(cands.scores[fit], cands.correct[fit],
+                                                min_samples)
+                probs[use] = calibration.apply(cmap, cands.scores[use])
+    return probs
+
+
+def ece_report(cands: Candidates, names: Sequence[str], min_samples: int = 20
+               ) -> dict[str, Any]:
+    """ECE of raw scores and of (cross-fitted) calibrated probabilities, overall and per class."""
+    after = cross_fitted(cands, len(names), min_samples)
+    ece = calibration.expected_calibration_error
+    report: dict[str, Any] = {
+        "ece_before": round(ece(cands.scores, cands.correct), 4),
+        "ece_after": round(ece(after, cands.correct), 4),
+        "per_class": {}}
+    for c, name in enumerate(names):
+        sel = cands.classes == c
+        report["per_class"][name] = {
+            "ece_before": round(ece(cands.scores[sel], cands.correct[sel]), 4),
+            "ece_after": round(ece(after[sel], cands.correct[sel]), 4),
+            "candidates": int(sel.sum())}
+    return report
+
+
+def f1_threshold(scores: np.ndarray, correct: np.ndarray, n_truth: int) -> tuple[float, float]:
+    """The raw score threshold that maximises F1, and that F1.
+
+    Detections with ``score >= threshold`` are kept; truths never proposed count as misses.
+    """
+    if scores.size == 0 or n_truth == 0:
+        return FALLBACK_THRESHOLD, 0.0
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(correct[order])
+    kept = np.arange(1, scores.size + 1)
+    f1 = 2 * tp / (kept + n_truth)
+    best = int(f1.argmax())
+    return float(scores[order][best]), float(f1[best])
+
+
+def operating_thresholds(cands: Candidates, names: Sequence[str]) -> dict[str, Any]:
+    """Global and per-class F1-optimal raw thresholds (with their F1 on val)."""
+    thr, f1 = f1_threshold(cands.scores, cands.correct, int(cands.n_truth.sum()))
+    per_class = {}
+    for c, name in enumerate(names):
+        sel = cands.classes == c
+        t, f = f1_threshold(cands.scores[sel], cands.correct[sel], int(cands.n_truth[c]))
+        per_class[name] = {"threshold": round(t, 4), "f1": round(f, 4)}
+    return {"threshold": round(thr, 4), "f1": round(f1, 4), "per_class": per_class}
+
+
+def recall_at_candidate_conf(cands: Candidates, names: Sequence[str]) -> dict[str, float | None]:
+    """Share of each class's truth matched by some candidate (None without truth)."""
+    return {name: (round(float(cands.truth_found[c] / cands.n_truth[c]), 4)
+                   if cands.n_truth[c] else None) for c, name in enumerate(names)}
+
+
+def calibrate(cands: Candidates, names: Sequence[str], min_samples: int = 20) -> dict[str, Any]:
+    """Everything the card needs from the candidates: maps, ECE, thresholds, recall."""
+    return {"calibration": fit_maps(cands, names, min_samples),
+            "ece": ece_report(cands, names, min_samples),
+            "operating": operating_thresholds(cands, names),
+            "recall_at_candidate_conf": recall_at_candidate_conf(cands, names),
+            "n_candidates": int(cands.scores.size), "n_truth": int(cands.n_truth.sum()),
+            "n_truth_per_class": {name: int(cands.n_truth[c]) for c, name in enumerate(names)}}

@@ -1,0 +1,83 @@
+"""A tiny YOLO dataset of bright rotated rectangles: for tests and quick checks of training.
+
+It has the same layout as ``detector.data.build_dataset`` output: ``data.yaml`` plus a
+``dataset.json`` (classes, m_per_px, chip size, normalisation) beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from detector.geometry import obb_corners
+from detector.raster import DEFAULT_NORMALIZATION
+
+TOY_CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
+# Fill colour (BGR) and length in pixels of each class, so the classes are learnable.
+_LOOK = {0: ((40, 40, 200), 28), 1: ((60, 160, 60), 28), 2: ((200, 200, 200), 22),
+         3: ((200, 60, 40), 38)}
+
+
+def toy_image(rng: np.random.Generator, size: int, n_objects: int
+              ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One image (BGR uint8) with ``n_objects`` filled rotated rectangles and their corners."""
+    img = np.full((size, size, 3), 90, np.uint8)
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    objects = []
+    for _ in range(n_objects):
+        cls = int(rng.integers(0, len(_LOOK)))
+        colour, length = _LOOK[cls]
+        margin = length / 2 + 2
+        cx, cy = rng.uniform(margin, size - margin, 2)
+        corners = obb_corners(cx, cy, length, 7, rng.uniform(0, np.pi))
+        cv2.fillPoly(img, [corners.round().astype(np.int32)], colour)
+        objects.append((cls, corners))
+    return img, objects
+
+
+def write_toy_dataset(out: str | Path, n_train: int = 8, n_val: int = 4, size: int = 96,
+                      task: str = "obb", seed: int = 0, with_test: bool = False) -> Path:
+    """Write a tiny YOLO dataset and return its ``data.yaml``.
+
+    Args:
+        out: folder to write into (created).
+        n_train: images in the train split.
+        n_val: images in the val split (and test split when ``with_test``).
+        size: image side in pixels.
+        task: ``"obb"`` (corner labels) or ``"detect"`` (axis-aligned labels).
+        seed: random seed.
+        with_test: also write a test split.
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    splits = {"train": n_train, "val": n_val} | ({"test": n_val} if with_test else {})
+    for split, n in splits.items():
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img, objects = toy_image(rng, size, int(rng.integers(2, 6)))
+            cv2.imwrite(str(out / "images" / split / f"{split}_{i}.png"), img)
+            lines = [_label_line(cls, corners / size, task) for cls, corners in objects]
+            (out / "labels" / split / f"{split}_{i}.txt").write_text("\n".join(lines) + "\n")
+    data = {"path": str(out.resolve()), **{s: f"images/{s}" for s in splits},
+            "names": dict(enumerate(TOY_CLASSES))}
+    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    meta = {"classes": TOY_CLASSES, "task": task, "m_per_px": 0.5, "chip_size": size,
+            "normalization": dict(DEFAULT_NORMALIZATION), "splits": dict(splits),
+            "source": "detector.train.toy", "seed": seed}
+    (out / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return out / "data.yaml"
+
+
+def _label_line(cls: int, corners: np.ndarray, task: str) -> str:
+    corners = np.clip(corners, 0, 1)
+    if task == "obb":
+        values = corners.ravel()
+    else:
+        (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
+        values = np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0])
+    return " ".join([str(cls), *(f"{v:.6f}" for v in values)])
