@@ -1,0 +1,18 @@
+"""``python -m detector.data data=geojson data.root=DIR out=OUT task=obb``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from detector.config import CONFIG_PATH, HYDRA_VERSION_BASE
+from detector.data.build import build_dataset
+from detector.errors import guarded
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="dataset", version_base=HYDRA_VERSION_BASE)
+def main(cfg: DictConfig) -> None:
+    """Build the dataset described by ``cfg.data`` into ``cfg.out``."""
+    guarded(lambda: build_dataset(cfg.data, cfg.out, cfg.task))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Pure chip geometry: the chip grid over a scene region and the min-visible clip rule.
+
+A chip is a square window of ``side`` source pixels read (resampled) into ``size`` output
+pixels, so one grid works for every scene resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from shapely.geometry import Polygon, box
+
+from detector.geometry import corners_to_obb
+from detector.labels import LabelledPolygon
+
+# visible_fraction is an area ratio from shapely; keep a car that sits at exactly min_visible.
+_VISIBLE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Chip:
+    """A square source window at (col, row) of ``side`` source pixels, written as ``size`` px."""
+
+    col: int
+    row: int
+    side: int
+    size: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the window in source pixel coordinates."""
+        return (self.col, self.row, self.col + self.side, self.row + self.side)
+
+    @property
+    def scale(self) -> float:
+        """Output pixels per source pixel."""
+        return self.size / self.side
+
+    def to_chip(self, xy: np.ndarray) -> np.ndarray:
+        """Source pixel coordinates (N, 2) to chip pixel coordinates."""
+        return (np.asarray(xy, dtype=float) - (self.col, self.row)) * self.scale
+
+    def to_scene(self, xy: np.ndarray) -> np.ndarray:
+        """Chip pixel coordinates (N, 2) back to source pixel coordinates."""
+        return np.asarray(xy, dtype=float) / self.scale + (self.col, self.row)
+
+
+def axis_starts(start: int, stop: int, side: int, stride: int) -> list[int]:
+    """Window starts covering [start, stop) with windows of ``side``, ``stride`` apart.
+
+    The last window is pulled back to end at ``stop`` so no window leaves the range
+    (and, for block splits, no chip reaches into a neighbouring block); a range shorter
+    than one window gets a single window at ``start``.
+    """
+    if stop - start <= side:
+        return [start]
+    starts = list(range(start, stop - side, max(1, stride)))
+    starts.append(stop - side)
+    return starts
+
+
+def chip_grid(region: tuple[int, int, int, int], side: int, stride: int, size: int) -> list[Chip]:
+    """Chips covering ``region`` (col0, row0, col1, row1) in source pixels, row by row."""
+    col0, row0, col1, row1 = region
+    return [Chip(col, row, side, size)
+            for row in axis_starts(row0, row1, side, stride)
+            for col in axis_starts(col0, col1, side, stride)]
+
+
+def visible_part(corners: np.ndarray, bounds: tuple[float, float, float, float],
+                 min_visible: float) -> np.ndarray | None:
+    """The visible part of a vehicle as a rectangle along its body, or None if too hidden.
+
+    Args:
+        corners: (N, 2) body polygon.
+        bounds: (xmin, ymin, xmax, ymax) of the chip.
+        min_visible: least share of the body area that must lie inside ``bounds``.
+
+    Returns:
+        (4, 2) corners of the smallest rectangle aligned with the body that holds the
+        visible part, or None when less than ``min_visible`` of the body is inside.
+    """
+    body = Polygon(np.asarray(corners, dtype=float))
+    if not body.is_valid:
+        body = body.buffer(0)
+    if body.area <= 0:
+        return None
+    visible = body.intersection(box(*bounds))
+    if visible.is_empty or visible.area / body.area < min_visible - _VISIBLE_TOLERANCE:
+        return None
+    cx, cy, _, _, angle = corners_to_obb(corners)
+    along = np.array([np.cos(angle), np.sin(angle)])
+    across = np.array([-np.sin(angle), np.cos(angle)])
+    # Project the visible hull on the body axes; that keeps the label's orientation.
+    pts = np.asarray(visible.convex_hull.exterior.coords) - (cx, cy)
+    a, b = pts @ along, pts @ across
+    centre = np.array([cx, cy])
+    return np.stack([centre + a.min() * along + b.min() * across,
+                     centre + a.max() * along + b.min() * across,
+                     centre + a.max() * along + b.max() * across,
+                     centre + a.min() * along + b.max() * across])
+
+
+def chip_labels(polygons: list[LabelledPolygon], chip: Chip,
+                min_visible: float) -> list[LabelledPolygon]:
+    """Vehicles visible enough in ``chip``, clipped to it, in chip pixel coordinates."""
+    out = []
+    xmin, ymin, xmax, ymax = chip.bounds
+    for poly in polygons:
+        corners = np.asarray(poly.corners, dtype=float)
+        # Cheap bounding-box reject before any shapely work.
+        if (corners[:, 0].max() <= xmin or corners[:, 0].min() >= xmax
+                or corners[:, 1].max() <= ymin or corners[:, 1].min() >= ymax):
+            continue
+        part = visible_part(corners, chip.bounds, min_visible)
+        if part is None:
+            continue
+        xy = np.clip(chip.to_chip(part), 0, chip.size)
+        out.append(LabelledPolygon(xy, poly.cls, poly.properties))
+    return out
