@@ -1,0 +1,99 @@
+"""Write per-scene outputs (GeoJSON, counts JSON) and the multi-scene summary, atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.crs import CRS
+
+from detector.atomic import write_text
+from detector.infer.results import Detection, SceneResult
+from detector.labels import LabelledPolygon, read_geojson, write_geojson
+
+
+def output_paths(out: Path, scene: Path) -> dict[str, Path]:
+    """Where a scene's outputs go: ``<out>/<stem>.geojson|.counts.json|.png``."""
+    return {"geojson": out / f"{scene.stem}.geojson",
+            "counts": out / f"{scene.stem}.counts.json",
+            "quicklook": out / f"{scene.stem}.png"}
+
+
+def write_detections(path: Path, detections: Sequence[Detection], crs: CRS | None) -> None:
+    """GeoJSON: one Polygon per detection in the scene CRS with class, score, p, tile."""
+    polys = [LabelledPolygon(d.corners_map, d.cls, {"score": round(d.score, 4),
+                                                      "p": round(d.p, 4), "tile": d.tile})
+             for d in detections]
+    write_geojson(path, polys, crs)
+
+
+def read_detections(path: Path) -> list[Detection]:
+    """Detections back from a GeoJSON written by :func:`write_detections` (map coords)."""
+    polys, _ = read_geojson(path)
+    return [Detection(np.full((4, 2), np.nan), p.corners, p.cls, float(p.properties["score"]),
+                      float(p.properties["p"]), str(p.properties["tile"])) for p in polys]
+
+
+def write_counts(path: Path, counts: dict[str, Any]) -> None:
+    """The counts JSON (DESIGN.md contract)."""
+    write_text(path, json.dumps(counts, indent=2))
+
+
+def summary_rows(results: Sequence[SceneResult], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """One flat row per scene: status, wagons and per-class counts with intervals."""
+    rows = []
+    for res in results:
+        row: dict[str, Any] = {"scene": str(res.scene),
+                               "status": "skipped" if res.skipped else
+                               ("ok" if res.ok else "failed"),
+                               "error": res.error or ""}
+        wagons = res.counts.get("wagons", {})
+        row.update({"wagons": wagons.get("count", ""),
+                    "wagons_expected": wagons.get("expected", ""),
+                    "wagons_ci95": _ci(wagons)})
+        for name in classes:
+            stats = res.counts.get("classes", {}).get(name, {})
+            row[name] = stats.get("count", "")
+            row[f"{name}_ci95"] = _ci(stats)
+        row["seconds"] = res.counts.get("seconds", "")
+        rows.append(row)
+    return rows
+
+
+def _ci(stats: dict[str, Any]) -> str:
+    ci = stats.get("ci95")
+    return f"{ci[0]}-{ci[1]}" if ci else ""
+
+
+def write_summary(path: Path, results: Sequence[SceneResult], classes: Sequence[str]) -> None:
+    """``summary.csv`` over several scenes; failed scenes are listed with the reason."""
+    rows = summary_rows(results, classes)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def format_table(results: Sequence[SceneResult], classes: Sequence[str]) -> str:
+    """A plain-text table: one line per scene, counts with 95% intervals."""
+    header = ["scene", "status", "wagons (95% CI)", *classes, "s"]
+    lines, failed = [], []
+    for row, res in zip(summary_rows(results, classes), results, strict=True):
+        name = Path(row["scene"]).name
+        if not res.ok:
+            failed.append(f"{name}  failed  {res.error}")
+            continue
+        cells = [name, row["status"], f"{row['wagons']} ({row['wagons_ci95']})"]
+        cells += [f"{row[c]} ({row[f'{c}_ci95']})" for c in classes]
+        seconds = row["seconds"]
+        cells.append(f"{seconds:.1f}" if isinstance(seconds, int | float) else "")
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([*(fmt.format(*map(str, r)) for r in [header, *lines]), *failed])

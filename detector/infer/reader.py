@@ -1,0 +1,143 @@
+"""Prefetching tile reader: window → resample to the model's m/px → bands → uint8.
+
+Only the part of a tile window that lies inside the raster is read (float windows, so the
+resampling grid is exact); the rest is filled with the normalisation's neutral ``fill``,
+and so are nodata pixels. Tiles without a single valid pixel are skipped before their
+data is read. A background thread with its own dataset handle keeps a bounded queue of
+ready tiles, so the model never waits on I/O and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from detector.infer.tiling import Tile
+from detector.raster import to_uint8
+
+# GDAL's block cache defaults to 5% of RAM; bound it so memory does not grow with the
+# scene (it must still hold one tile row of strips for non-tiled GeoTIFFs).
+os.environ.setdefault("GDAL_CACHEMAX", "256")
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """How to turn raw bands into model input: band map, per-band range, fill value."""
+
+    bands: list[int]
+    low: np.ndarray
+    high: np.ndarray
+    fill: int = 114
+
+
+@dataclass
+class TileImage:
+    """A tile ready for the model: (3, S, S) uint8, or None when it holds no data."""
+
+    index: int
+    tile: Tile
+    image: np.ndarray | None
+
+
+def read_tile(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch
+              ) -> np.ndarray | None:
+    """Read one tile resampled to ``out_size`` square; None when it has no valid pixel."""
+    scale = tile.size / out_size  # source pixels per model pixel
+    ix0, iy0 = max(tile.x0, 0), max(tile.y0, 0)
+    ix1, iy1 = min(tile.x0 + tile.size, src.width), min(tile.y0 + tile.size, src.height)
+    if ix1 <= ix0 or iy1 <= iy0:
+        return None
+    c0, r0 = round((ix0 - tile.x0) / scale), round((iy0 - tile.y0) / scale)
+    c1, r1 = round((ix1 - tile.x0) / scale), round((iy1 - tile.y0) / scale)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    window = Window(tile.x0 + c0 * scale, tile.y0 + r0 * scale, (c1 - c0) * scale,
+                    (r1 - r0) * scale)
+    shape = (r1 - r0, c1 - c0)
+    valid = src.read_masks(1, window=window, out_shape=shape,
+                           resampling=Resampling.nearest) > 0
+    if not valid.any():
+        return None
+    data = src.read(stretch.bands, window=window, out_shape=(len(stretch.bands), *shape),
+                    resampling=Resampling.nearest if scale == 1 else Resampling.bilinear)
+    image = np.full((len(stretch.bands), out_size, out_size), stretch.fill, dtype=np.uint8)
+    image[:, r0:r1, c0:c1] = to_uint8(data, stretch.low, stretch.high, valid, stretch.fill)
+    if image.shape[0] == 1:
+        image = np.repeat(image, 3, axis=0)
+    return image
+
+
+class PrefetchReader:
+    """Iterate :class:`TileImage` for ``tiles`` in order, read ahead in a thread.
+
+    Use as a context manager so the thread stops when the consumer does.
+    """
+
+    def __init__(self, path: str | Path, tiles: Sequence[Tile], out_size: int,
+                 stretch: Stretch, depth: int = 16):
+        self.path, self.tiles, self.out_size, self.stretch = Path(path), tiles, out_size, stretch
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="tile-reader", daemon=True)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            with rasterio.open(self.path) as src:
+                for index, tile in enumerate(self.tiles):
+                    image = read_tile(src, tile, self.out_size, self.stretch)
+                    if not self._put(TileImage(index, tile, image)):
+                        return
+        except Exception as err:  # noqa: BLE001 - re-raised in the consumer
+            self._put(err)
+            return
+        self._put(None)
+
+    def __enter__(self) -> PrefetchReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def __iter__(self) -> Iterator[TileImage]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+def batches(items: Iterator[TileImage], size: int) -> Iterator[tuple[list[TileImage], int]]:
+    """Group tiles with data into batches of ``size``; also report how many tiles passed."""
+    batch: list[TileImage] = []
+    seen = 0
+    for item in items:
+        seen += 1
+        if item.image is not None:
+            batch.append(item)
+        if len(batch) == size:
+            yield batch, seen
+            batch, seen = [], 0
+    if batch or seen:
+        yield batch, seen

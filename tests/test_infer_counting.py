@@ -1,0 +1,82 @@
+"""Poisson-binomial counts and intervals: exactness and honest coverage."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from detector.infer.counting import (
+    interval,
+    poisson_binomial_pmf,
+    summarize_counts,
+    thin_correction,
+)
+
+
+def test_pmf_is_exact_against_enumeration():
+    p = np.array([0.1, 0.5, 0.9, 0.33, 0.7])
+    brute = np.zeros(6)
+    for outcome in itertools.product([0, 1], repeat=5):
+        o = np.array(outcome)
+        brute[o.sum()] += np.prod(np.where(o == 1, p, 1 - p))
+    assert np.allclose(poisson_binomial_pmf(p), brute)
+    assert np.allclose(poisson_binomial_pmf(np.full(40, 0.3)), binom.pmf(np.arange(41), 40, 0.3))
+    assert poisson_binomial_pmf([]).tolist() == [1.0]
+
+
+def test_interval_is_central_and_degenerate_cases_hold():
+    assert interval(poisson_binomial_pmf(np.ones(7))) == (7, 7)
+    assert interval(poisson_binomial_pmf(np.zeros(7))) == (0, 0)
+    pmf = binom.pmf(np.arange(101), 100, 0.5)
+    assert interval(pmf) == (int(binom.ppf(0.025, 100, 0.5)), int(binom.ppf(0.975, 100, 0.5)))
+
+
+def test_interval_covers_the_truth_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    hits, trials = 0, 2000
+    for _ in range(trials):
+        p = rng.beta(2, 1, size=rng.integers(20, 120))
+        truth = int((rng.random(p.size) < p).sum())
+        lo, hi = interval(poisson_binomial_pmf(p))
+        hits += lo <= truth <= hi
+    assert 0.94 <= hits / trials <= 0.995
+
+
+def test_recall_correction_covers_missed_vehicles():
+    rng = np.random.default_rng(1)
+    recall, hits, trials = 0.8, 0, 800
+    for _ in range(trials):
+        n_true = int(rng.integers(30, 100))
+        found = rng.random(n_true) < recall  # vehicles the model proposes at all
+        p_true = rng.beta(5, 1, size=found.sum())  # calibrated p of true candidates
+        p_false = rng.beta(1, 5, size=int(rng.integers(0, 20)))
+        # candidates are true with their calibrated probability
+        p = np.concatenate([p_true, p_false])
+        is_true = rng.random(p.size) < p
+        n_missed = n_true - found.sum()
+        truth = int(is_true.sum() + n_missed)
+        lo, hi = interval(thin_correction(poisson_binomial_pmf(p), recall))
+        hits += lo <= truth <= hi
+    assert 0.93 <= hits / trials <= 0.995
+    pmf = thin_correction(poisson_binomial_pmf(np.full(50, 0.8)), 0.8)
+    assert np.dot(np.arange(len(pmf)), pmf) == pytest.approx(50, rel=1e-3)
+
+
+def test_summary_counts_per_class_and_wagons():
+    classes = ["freight_car", "covered_car", "tank_car", "locomotive"]
+    det = ["freight_car", "freight_car", "covered_car", "locomotive", "covered_car"]
+    scores = np.array([0.9, 0.3, 0.8, 0.95, 0.6])
+    p = np.array([0.95, 0.2, 0.9, 0.99, 0.5])
+    per_class, wagons = summarize_counts(classes, det, scores, p,
+                                         {"covered_car": 0.7, "default": 0.5})
+    assert per_class["freight_car"]["count"] == 1
+    assert per_class["covered_car"]["count"] == 1  # 0.6 is below its own threshold
+    assert per_class["locomotive"]["count"] == 1
+    assert per_class["tank_car"] == {"count": 0, "expected": 0.0, "ci95": [0, 0],
+                                     "mean_confidence": 0.0}
+    assert wagons["count"] == 2  # locomotives are not wagons
+    assert wagons["expected"] == pytest.approx(0.95 + 0.2 + 0.9 + 0.5)
+    lo, hi = wagons["ci95"]
+    assert 0 <= lo <= 2 <= hi <= 4
+    assert per_class["freight_car"]["mean_confidence"] == pytest.approx(0.9)
