@@ -126,7 +126,8 @@ def to_uint8(data: np.ndarray, low: np.ndarray, high: np.ndarray,
     """Stretch (C, H, W) data linearly from [low, high] to 0–255; invalid pixels get ``fill``."""
     low = np.asarray(low, dtype=np.float32)[:, None, None]
     high = np.asarray(high, dtype=np.float32)[:, None, None]
-    out = (data.astype(np.float32) - low) * (255.0 / (high - low))
+    # A constant band has high == low; float32 loses scene_stretch's tiny margin, so guard here.
+    out = (data.astype(np.float32) - low) * (255.0 / np.maximum(high - low, 1e-3))
     out = np.clip(out, 0, 255).astype(np.uint8)
     if valid is not None:
         out[:, ~valid] = fill

@@ -1,0 +1,109 @@
+"""``evaluate(cfg)``: run the real inference pipeline on labelled scenes and score it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from detector.bundle import read_card, resolve_weights
+from detector.errors import DetectorError
+from detector.evaluate.count_metrics import NOT_WAGONS
+from detector.evaluate.plots import write_plots
+from detector.evaluate.report import write_report
+from detector.evaluate.scenes import find_scenes, load_scene, scene_aoi
+from detector.evaluate.scoring import SceneEval, build_report
+
+log = logging.getLogger(__name__)
+GEOMETRIES = ("rotated", "axis_aligned")
+
+
+def flatten(node: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested overrides → dotted keys, e.g. {"tiling": {"overlap_m": 20}} → tiling.overlap_m."""
+    out: dict[str, Any] = {}
+    for key, value in (node or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def model_card(weights: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """The weights path and the card inference will use (defaults for a bare ``.pt``)."""
+    from detector.infer.model import CARD_DEFAULTS, load_bundle
+
+    path = resolve_weights(weights)
+    card = read_card(path)
+    if card is None:  # a plain Ultralytics .pt: its classes and task come from the model
+        card = load_bundle(path, device="cpu").card
+    return path, {**CARD_DEFAULTS, **card}
+
+
+def infer_overrides(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Overrides for ``detector.infer.run``: outputs under ``out``, fresh results, the AOI,
+    plus whatever ``cfg.infer`` sets."""
+    extra = flatten(OmegaConf.to_container(cfg.infer, resolve=True) if cfg.get("infer") else {})
+    return {"out": str(out), "overwrite": True, "quicklook": bool(cfg.quicklook),
+            "aoi": cfg.aoi, **extra}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a model on labelled scenes; write report.json, report.md and plots to cfg.out.
+
+    Args:
+        cfg: the composed ``conf/evaluate.yaml``.
+
+    Returns:
+        The report dict (also written to ``cfg.out/report.json``).
+
+    Raises:
+        DetectorError: no labelled scenes, bad labels, bad weights, or every scene failed.
+    """
+    from detector.infer import run
+    from detector.infer.demo import demo_scene
+
+    out = Path(cfg.out)
+    pairs = find_scenes(cfg.source or demo_scene(), cfg.split)
+    weights, card = model_card(cfg.weights)
+    classes = list(card["classes"])
+    geometry = cfg.geometry if cfg.geometry != "auto" else (
+        "axis_aligned" if card.get("task") == "detect" else "rotated")
+    if geometry not in GEOMETRIES:
+        raise DetectorError(f"geometry={cfg.geometry}: unknown; use auto, "
+                            + " or ".join(GEOMETRIES))
+    # Read every label file first: a bad one fails the run before any inference.
+    scenes = [load_scene(image, labels, classes) for image, labels in pairs]
+    overrides = infer_overrides(cfg, out / "predictions")
+    results = {Path(r.scene).resolve(): r
+               for r in run([str(s.image) for s in scenes], weights=str(weights), **overrides)}
+    evals, failed = [], []
+    for scene in scenes:
+        result = results.get(scene.image.resolve())
+        if result is None or not result.ok:
+            failed.append({"scene": scene.image.name,
+                           "error": result.error if result else "not run by inference"})
+            continue
+        evals.append(SceneEval(scene.image.stem, result.detections, result.counts, scene.truth,
+                               scene.width, scene.height, scene_aoi(cfg.aoi, scene.image)))
+    if not evals:
+        raise DetectorError(f"{pairs[0][0].parent}: inference failed on every scene "
+                            f"({failed[0]['error'] if failed else 'no scenes'}); fix the first "
+                            "error above and rerun")
+    report = build_report(evals, classes, card.get("operating_threshold", 0.5), cfg.iou,
+                          list(cfg.iou_thresholds), cfg.min_inside,
+                          axis_aligned=geometry == "axis_aligned",
+                          not_wagons=overrides.get("not_wagons", NOT_WAGONS))
+    report = {"source": str(cfg.source or pairs[0][0]),
+              "model": {"path": str(weights), "sha256": card.get("sha256"),
+                        "task": card.get("task"), "m_per_px": card.get("m_per_px")},
+              **report, "failed": failed}
+    if cfg.plots:
+        report["plots"] = write_plots(report, out)
+    paths = write_report(report, out)
+    log.info("wrote %s and %s", paths["md"], paths["json"])
+    return report

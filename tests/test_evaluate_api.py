@@ -1,0 +1,195 @@
+"""``detector.evaluate``: finding labelled scenes, the evaluate() flow and the command line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+
+import detector.infer
+from detector.config import compose
+from detector.errors import DetectorError
+from detector.evaluate import api
+from detector.evaluate.scenes import find_scenes, load_scene
+from detector.geometry import obb_corners, pixel_to_map
+from detector.infer.results import Detection, SceneResult
+from detector.labels import LabelledPolygon, write_geojson
+from detector.raster import write_geotiff
+
+CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
+UTM = CRS.from_epsg(32652)
+TRANSFORM = Affine(0.5, 0, 500000, 0, -0.5, 4700000)
+
+
+def _cars(n, y=60.0):
+    return [obb_corners(40 + 32 * i, y, 28, 6, 0.0) for i in range(n)]
+
+
+def make_scene(folder: Path, name: str, n_cars: int, size=(320, 160)) -> Path:
+    """A tiny UTM GeoTIFF with ``n_cars`` labelled cars (every third one covered)."""
+    image = folder / f"{name}.tif"
+    pixels = np.random.default_rng(len(name)).integers(60, 120, (3, size[1], size[0]), np.uint8)
+    write_geotiff(image, pixels, TRANSFORM, UTM)
+    labels = [LabelledPolygon(pixel_to_map(c, TRANSFORM),
+                              "covered_car" if i % 3 == 0 else "freight_car")
+              for i, c in enumerate(_cars(n_cars))]
+    write_geojson(image.with_suffix(".geojson"), labels, UTM)
+    return image
+
+
+def test_find_scenes_pairs_single_and_missing_labels(tmp_path):
+    a = make_scene(tmp_path, "a", 2)
+    make_scene(tmp_path, "b", 3)
+    assert [p[0].name for p in find_scenes(tmp_path)] == ["a.tif", "b.tif"]
+    assert find_scenes(a) == [(a, a.with_suffix(".geojson"))]
+    a.with_suffix(".geojson").unlink()
+    with pytest.raises(DetectorError, match=r"a\.tif: no labels beside it"):
+        find_scenes(tmp_path)
+    with pytest.raises(DetectorError, match="no such file"):
+        find_scenes(tmp_path / "nope")
+
+
+def test_find_scenes_dataset_test_split(tmp_path):
+    a, b = make_scene(tmp_path, "a", 2), make_scene(tmp_path, "b", 2)
+    info = {"scenes": [{"image": str(a), "labels": str(a.with_suffix(".geojson")),
+                        "split": "train"},
+                       {"image": "b.tif", "labels": "b.geojson", "split": "test"}]}
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    assert find_scenes(tmp_path / "dataset.json") == [(b, b.with_suffix(".geojson"))]
+    with pytest.raises(DetectorError, match="no GeoTIFF"):
+        find_scenes(tmp_path / "dataset.json", split="val")
+
+
+def test_load_scene_truth_in_pixels(tmp_path):
+    scene = load_scene(make_scene(tmp_path, "a", 4), tmp_path / "a.geojson", CLASSES)
+    assert (scene.width, scene.height) == (320, 160)
+    assert np.allclose(scene.truth[1].corners, _cars(4)[1], atol=0.01)
+
+
+def _fake_run(missed: int, extra: int):
+    """An inference stand-in: finds every labelled car but ``missed``, adds ``extra`` fakes."""
+    def run(source, weights=None, **overrides):
+        results = []
+        for line in source:
+            image = Path(line)
+            truth = json.loads(image.with_suffix(".geojson").read_text())["features"]
+            n = len(truth) - missed
+            corners = _cars(n) + _cars(extra, y=130.0)
+            dets = [Detection(c, pixel_to_map(c, TRANSFORM), "freight_car", 0.9, 0.9, "r0c0")
+                    for c in corners]
+            counts = {"classes": {"freight_car": {"count": len(dets), "expected": len(dets),
+                                                  "ci95": [len(dets) - 1, len(dets) + 1]}},
+                      "wagons": {"count": len(dets), "expected": len(dets),
+                                 "ci95": [len(dets) - 1, len(dets) + 1]}}
+            results.append(SceneResult(image, True, None, dets, counts, {}))
+        results.append(SceneResult(Path("/elsewhere.tif"), False, "never asked for"))
+        return results
+    return run
+
+
+def _cfg(tmp_path, *extra):
+    return compose("evaluate", [f"source={tmp_path / 'scenes'}", f"out={tmp_path / 'out'}",
+                                *extra])
+
+
+def test_evaluate_writes_report_and_plots(tmp_path, monkeypatch):
+    (tmp_path / "scenes").mkdir()
+    make_scene(tmp_path / "scenes", "a", 6)
+    make_scene(tmp_path / "scenes", "b", 4)
+    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5, "sha256": "x"}
+    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
+    monkeypatch.setattr(detector.infer, "run", _fake_run(missed=1, extra=1), raising=False)
+    report = api.evaluate(_cfg(tmp_path))
+    out = tmp_path / "out"
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["counting"]["wagons"]["mae"] == pytest.approx(0.0)  # 1 missed + 1 false
+    assert [r["wagons"]["truth"] for r in saved["scenes"]] == [6, 4]
+    fc = saved["detection"]["classes"]["freight_car"]
+    # a: freight cars 1, 2, 4 found, 5 missed; b: 1, 2 found. False: the extra car of each
+    # scene and the covered cars detected as freight cars (a: 0, 3; b: 0).
+    assert (fc["tp"], fc["fp"], fc["fn"]) == (5, 5, 1)
+    assert saved["confusion"]["covered_vs_others"]["covered_as_other"] == 3
+    assert {"mae", "mape", "bias", "rmse", "coverage", "mean_width"} <= set(
+        saved["counting"]["classes"]["covered_car"])
+    assert "| **wagons** |" in (out / "report.md").read_text()
+    for name in report["plots"].values():
+        assert (out / name).stat().st_size > 1000
+    assert not list(out.glob(".*partial*"))
+
+
+def test_evaluate_fails_cleanly_when_every_scene_fails(tmp_path, monkeypatch):
+    (tmp_path / "scenes").mkdir()
+    make_scene(tmp_path / "scenes", "a", 2)
+    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5}
+    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
+    monkeypatch.setattr(detector.infer, "run", lambda *a, **k: [], raising=False)
+    with pytest.raises(DetectorError, match="inference failed on every scene"):
+        api.evaluate(_cfg(tmp_path))
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_unknown_label_class_is_one_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "scenes").mkdir()
+    image = make_scene(tmp_path / "scenes", "a", 2)
+    write_geojson(image.with_suffix(".geojson"),
+                  [LabelledPolygon(pixel_to_map(_cars(1)[0], TRANSFORM), "bus")], UTM)
+    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), {"classes": CLASSES}))
+    with pytest.raises(DetectorError, match="unknown class 'bus'"):
+        api.evaluate(_cfg(tmp_path))
+
+
+def test_flatten_infer_overrides():
+    assert api.flatten({"tiling": {"overlap_m": 20}, "merge": "nms"}) == {
+        "tiling.overlap_m": 20, "merge": "nms"}
+
+
+def test_cli_bad_source_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "detector.evaluate",
+                           f"source={tmp_path / 'missing'}", f"out={tmp_path / 'out'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "missing" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def untrained_bundle(folder: Path, imgsz: int = 128) -> Path:
+    """An untrained yolo11n-obb with our 4 classes, saved as a bundle with a card."""
+    import yaml
+    from ultralytics import YOLO
+    from ultralytics.utils import ROOT
+
+    from detector.bundle import default_card, write_card
+
+    spec = yaml.safe_load((ROOT / "cfg/models/11/yolo11-obb.yaml").read_text())
+    spec.update(nc=len(CLASSES), scale="n")
+    (folder / "yolo11n-obb.yaml").write_text(yaml.safe_dump(spec))
+    model = YOLO(str(folder / "yolo11n-obb.yaml"), task="obb")
+    model.model.names = dict(enumerate(CLASSES))
+    weights = folder / "untrained.pt"
+    model.save(str(weights))
+    card = default_card("obb", CLASSES, imgsz)
+    card.update(candidate_conf=0.001, operating_threshold=0.002)
+    write_card(weights, card)
+    return weights
+
+
+def test_evaluate_end_to_end_with_a_real_model(tmp_path):
+    """The real pipeline on an untrained model: the figures are poor, the report complete."""
+    (tmp_path / "scenes").mkdir()
+    make_scene(tmp_path / "scenes", "a", 6)
+    make_scene(tmp_path / "scenes", "b", 3)
+    weights = untrained_bundle(tmp_path)
+    report = api.evaluate(_cfg(tmp_path, f"weights={weights}", "+infer.progress=false",
+                               "+infer.device=cpu"))
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["n_scenes"] == 2 and not saved["failed"]
+    assert [r["wagons"]["truth"] for r in saved["scenes"]] == [6, 3]
+    assert saved["model"]["path"] == str(weights)
+    counts = json.loads((tmp_path / "out" / "predictions" / "a.counts.json").read_text())
+    assert saved["scenes"][0]["wagons"]["count"] == counts["wagons"]["count"]
+    assert {"map50", "map50_95", "classes"} <= set(saved["detection"])
+    assert set(report["plots"]) == {"counts", "reliability", "pr_curves"}
