@@ -184,22 +184,19 @@ def plan_things(cfg: Any, rng: np.random.Generator, extent: tuple[float, float],
                                 np.asarray(jitter(rng, pick(rng, style.container_colors), 0.1)),
                                 a))
 
-    for _ in range(sample_int(rng, tcfg.long_buildings)):
-        a = float(rng.uniform(0, np.pi))
-        p = np.array([rng.uniform(0, wm), rng.uniform(0, hm)])
-        corners = rect(p[0], p[1], rng.uniform(50, 200), rng.uniform(12, 40), a)
-        if _try_place(occ, corners, 3.0):
-            things.append(Thing("long_building", corners, rng.uniform(6, 14),
-                                np.asarray(jitter(rng, ROOFS[int(rng.integers(len(ROOFS)))],
-                                                  0.1)), a))
-    for _ in range(sample_int(rng, tcfg.sheds)):
-        a = float(rng.uniform(0, np.pi))
-        p = np.array([rng.uniform(0, wm), rng.uniform(0, hm)])
-        corners = rect(p[0], p[1], rng.uniform(10, 30), rng.uniform(3, 9), a)
-        if _try_place(occ, corners, 2.0):
-            things.append(Thing("shed", corners, rng.uniform(3, 5),
-                                np.asarray(jitter(rng, ROOFS[int(rng.integers(len(ROOFS)))],
-                                                  0.15)), a))
+    # Long buildings, then sheds: kind, count, length, width, margin, height, roof jitter.
+    for kind, count, lengths, widths, margin, heights, roof_jitter in (
+            ("long_building", tcfg.long_buildings, (50, 200), (12, 40), 3.0, (6, 14), 0.1),
+            ("shed", tcfg.sheds, (10, 30), (3, 9), 2.0, (3, 5), 0.15)):
+        for _ in range(sample_int(rng, count)):
+            a = float(rng.uniform(0, np.pi))
+            p = np.array([rng.uniform(0, wm), rng.uniform(0, hm)])
+            corners = rect(p[0], p[1], rng.uniform(*lengths), rng.uniform(*widths), a)
+            if _try_place(occ, corners, margin):
+                height = rng.uniform(*heights)  # drawn before the roof colour, as always
+                roof = ROOFS[int(rng.integers(len(ROOFS)))]
+                things.append(Thing(kind, corners, height,
+                                    np.asarray(jitter(rng, roof, roof_jitter)), a))
 
     # A built-up area: houses on a street grid, with gardens and trees.
     if rng.random() < tcfg.built_prob:

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import shapely
 import yaml
 
 from detector import calibration
 from detector.errors import DetectorError
+from detector.matching import greedy_match, iou_matrix
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 FALLBACK_THRESHOLD = 0.25  # Ultralytics' predict default, for a class without any candidate
 
 
@@ -58,26 +57,6 @@ class Candidates:
 
 # -- matching ---------------------------------------------------------------------------
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every polygon in ``a`` (N, K, 2) with every polygon in ``b`` (M, K, 2)."""
-    out = np.zeros((len(a), len(b)))
-    if not len(a) or not len(b):
-        return out
-    lo_a, hi_a = a.min(1), a.max(1)
-    lo_b, hi_b = b.min(1), b.max(1)
-    # Only pairs whose bounding boxes overlap can intersect.
-    overlap = ((lo_a[:, None] < hi_b[None]) & (lo_b[None] < hi_a[:, None])).all(-1)
-    ia, ib = np.nonzero(overlap)
-    if ia.size:
-        pa, pb = shapely.polygons(a), shapely.polygons(b)
-        pa = np.where(shapely.is_valid(pa), pa, shapely.make_valid(pa))
-        pb = np.where(shapely.is_valid(pb), pb, shapely.make_valid(pb))
-        inter = shapely.area(shapely.intersection(pa[ia], pb[ib]))
-        union = shapely.area(pa[ia]) + shapely.area(pb[ib]) - inter
-        out[ia, ib] = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-    return out
-
-
 def match(pred: np.ndarray, scores: np.ndarray, pred_cls: np.ndarray, truth: np.ndarray,
           truth_cls: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Greedy same-class matching in order of falling score.
@@ -93,15 +72,11 @@ def match(pred: np.ndarray, scores: np.ndarray, pred_cls: np.ndarray, truth: np.
     Returns:
         ``correct`` (N,) bool per prediction and ``matched`` (M,) bool per truth.
     """
-    correct = np.zeros(len(pred), bool)
+    allowed = np.asarray(pred_cls)[:, None] == np.asarray(truth_cls)[None, :]
+    result = greedy_match(iou_matrix(pred, truth), scores, iou_threshold, allowed)
+    correct = result >= 0
     matched = np.zeros(len(truth), bool)
-    iou = iou_matrix(pred, truth)
-    iou[pred_cls[:, None] != truth_cls[None, :]] = 0.0
-    for i in np.argsort(-scores, kind="stable"):
-        row = np.where(matched, 0.0, iou[i])
-        if row.size and row.max() >= iou_threshold:
-            j = int(row.argmax())
-            matched[j] = correct[i] = True
+    matched[result[correct]] = True
     return correct, matched
 
 
@@ -109,6 +84,9 @@ def match(pred: np.ndarray, scores: np.ndarray, pred_cls: np.ndarray, truth: np.
 
 def split_images(data_yaml: str | Path, split: str) -> list[Path]:
     """Image files of one split of an Ultralytics dataset (folders or .txt lists)."""
+    # Imported here, as in train.py, so that training does not load the dataset builder.
+    from detector.data.yolo import IMAGE_SUFFIXES
+
     data_yaml = Path(data_yaml)
     data = yaml.safe_load(data_yaml.read_text())
     entries = data.get(split)
@@ -129,14 +107,6 @@ def split_images(data_yaml: str | Path, split: str) -> list[Path]:
             raise DetectorError(f"{data_yaml}: {split} split {path} does not exist; "
                                 "rebuild the dataset or fix data.yaml")
     return images
-
-
-def label_path(image: Path) -> Path:
-    """Ultralytics' label file for an image (last ``images`` folder -> ``labels``, ``.txt``)."""
-    parts = list(image.parts)
-    idx = len(parts) - 1 - parts[::-1].index("images")
-    parts[idx] = "labels"
-    return Path(*parts).with_suffix(".txt")
 
 
 def read_truth(label_file: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +147,8 @@ def result_polygons(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cfg: Any,
                        imgsz: int, device: Any = None, split: str = "val") -> Candidates:
     """Predict on a split at ``cal_cfg.candidate_conf`` and match every candidate to truth."""
+    from detector.data.yolo import label_path
+
     images = split_images(data_yaml, split)
     cands = Candidates(n_classes)
     size = int(cal_cfg.batch)
