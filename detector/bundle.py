@@ -23,7 +23,7 @@ CARD_FORMAT = "detector-bundle/1"
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_WEIGHTS = ASSETS / "railcar_obb.pt"
 # Fields every card written by detector.train carries.
-REQUIRED_FIELDS = ("format", "task", "classes", "imgsz", "m_per_px", "normalization",
+REQUIRED_FIELDS = ("format", "task", "classes", "imgsz", "m_per_px", "normalization", "nms",
                    "calibration", "operating_threshold", "metrics", "dataset", "git_commit",
                    "sha256", "created")
 

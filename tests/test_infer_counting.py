@@ -80,3 +80,18 @@ def test_summary_counts_per_class_and_wagons():
     lo, hi = wagons["ci95"]
     assert 0 <= lo <= 2 <= hi <= 4
     assert per_class["freight_car"]["mean_confidence"] == pytest.approx(0.9)
+
+
+def test_recall_uncertainty_widens_the_interval_not_its_centre():
+    from detector.infer.counting import interval, thin_correction, uncertain_recall_correction
+
+    pmf = poisson_binomial_pmf(np.full(60, 0.9))
+    point = thin_correction(pmf, 0.5)
+    few = uncertain_recall_correction(pmf, 10, 20)      # recall 0.5 from 20 objects
+    many = uncertain_recall_correction(pmf, 500, 1000)  # recall 0.5 from 1000 objects
+    width = {name: np.subtract(*interval(p)[::-1]) for name, p in
+             {"point": point, "few": few, "many": many}.items()}
+    assert width["few"] > width["many"] >= width["point"] - 1
+    mean = {name: float(np.dot(np.arange(len(p)), p)) for name, p in
+            {"point": point, "many": many}.items()}
+    assert mean["many"] == pytest.approx(mean["point"], rel=0.02)

@@ -94,3 +94,15 @@ def test_f1_threshold_picks_the_best_cut():
     threshold, f1 = f1_threshold(scores, correct, n_truth=3)
     assert threshold == pytest.approx(0.7) and f1 == pytest.approx(1.0)
     assert f1_threshold(np.zeros(0), np.zeros(0, bool), 5)[1] == 0.0
+
+
+def test_count_threshold_keeps_as_many_as_there_are_objects():
+    from detector.train.calibrate import count_threshold
+
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([1, 1, 0, 1, 0, 0], bool)
+    threshold, f1 = count_threshold(scores, correct, n_truth=4)
+    assert threshold == 0.6 and (scores >= threshold).sum() == 4
+    assert f1 == pytest.approx(2 * 3 / 8)
+    # Fewer candidates than objects: keep them all.
+    assert count_threshold(scores[:2], correct[:2], n_truth=5)[0] == 0.8

@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import nbinom
+from scipy.stats import beta, nbinom
 
 _BLOCK = 256
 _MIN_RECALL = 0.05  # bounds the work; below this the interval is meaningless anyway
+_RECALL_QUANTILES = 9  # points of the recall's posterior the pmf is averaged over
 
 
 def poisson_binomial_pmf(p: np.ndarray) -> np.ndarray:
@@ -50,6 +51,24 @@ def thin_correction(pmf_detected: np.ndarray, recall: float) -> np.ndarray:
     return out / out.sum()
 
 
+def uncertain_recall_correction(pmf_detected: np.ndarray, found: int, total: int
+                                ) -> np.ndarray:
+    """:func:`thin_correction` averaged over the recall's Beta(found+1, missed+1) posterior.
+
+    The recall is estimated from a finite calibration set; a point estimate would make the
+    interval too narrow whenever that estimate is off.
+    """
+    if total <= 0:
+        return pmf_detected
+    levels = (np.arange(_RECALL_QUANTILES) + 0.5) / _RECALL_QUANTILES
+    recalls = beta.ppf(levels, found + 1, total - found + 1)
+    parts = [thin_correction(pmf_detected, float(r)) for r in recalls]
+    out = np.zeros(max(len(p) for p in parts))
+    for part in parts:
+        out[:len(part)] += part
+    return out / out.sum()
+
+
 def interval(pmf: np.ndarray, level: float = 0.95) -> tuple[int, int]:
     """Central interval [lo, hi] holding at least ``level`` of the pmf's mass."""
     cdf = np.cumsum(pmf)
@@ -67,11 +86,20 @@ def threshold_for(operating_threshold: float | Mapping[str, float], cls: str) ->
 
 
 def class_summary(scores: np.ndarray, p: np.ndarray, threshold: float, recall: float = 1.0,
-                  level: float = 0.95) -> tuple[dict[str, Any], np.ndarray]:
-    """Count, expected, interval and mean confidence for one class, and its pmf."""
+                  level: float = 0.95, recall_evidence: Sequence[int] | None = None
+                  ) -> tuple[dict[str, Any], np.ndarray]:
+    """Count, expected, interval and mean confidence for one class, and its pmf.
+
+    ``recall_evidence`` ([found, total] on the calibration data), when given, replaces the
+    point ``recall`` by its posterior.
+    """
     scores = np.asarray(scores, dtype=float)
     counted = scores >= threshold
-    pmf = thin_correction(poisson_binomial_pmf(p), recall)
+    pmf = poisson_binomial_pmf(p)
+    if recall_evidence is not None:
+        pmf = uncertain_recall_correction(pmf, int(recall_evidence[0]), int(recall_evidence[1]))
+    else:
+        pmf = thin_correction(pmf, recall)
     lo, hi = interval(pmf, level)
     summary = {
         "count": int(counted.sum()),
@@ -85,7 +113,8 @@ def class_summary(scores: np.ndarray, p: np.ndarray, threshold: float, recall: f
 def summarize_counts(classes: Sequence[str], det_classes: Sequence[str], scores: np.ndarray,
                      p: np.ndarray, operating_threshold: float | Mapping[str, float],
                      recall: Mapping[str, float] | None = None,
-                     not_wagons: Sequence[str] = ("locomotive",), level: float = 0.95
+                     not_wagons: Sequence[str] = ("locomotive",), level: float = 0.95,
+                     recall_evidence: Mapping[str, Sequence[int]] | None = None
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per-class summaries and the wagons summary (every class but ``not_wagons``).
 
@@ -96,13 +125,14 @@ def summarize_counts(classes: Sequence[str], det_classes: Sequence[str], scores:
     """
     det_classes = np.asarray(det_classes, dtype=object)
     scores, p = np.asarray(scores, dtype=float), np.asarray(p, dtype=float)
-    recall = recall or {}
+    recall, recall_evidence = recall or {}, recall_evidence or {}
     per_class, wagon_pmf, wagon_count = {}, np.ones(1), 0
     for name in classes:
         mask = det_classes == name
         threshold = threshold_for(operating_threshold, name)
         summary, pmf = class_summary(scores[mask], p[mask], threshold,
-                                     float(recall.get(name, 1.0)), level)
+                                     float(recall.get(name) or 1.0), level,
+                                     recall_evidence.get(name))
         per_class[name] = summary
         if name not in not_wagons:
             wagon_pmf = np.convolve(wagon_pmf, pmf)

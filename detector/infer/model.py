@@ -23,7 +23,8 @@ from detector.errors import DetectorError
 log = logging.getLogger(__name__)
 
 # Card keys older bundles may lack.
-CARD_DEFAULTS: dict[str, Any] = {"candidate_conf": 0.05, "recall_at_candidate_conf": {}}
+CARD_DEFAULTS: dict[str, Any] = {"candidate_conf": 0.05, "recall_at_candidate_conf": {},
+                                 "nms": {"iou": 0.5, "agnostic": True}}
 
 
 @dataclass
@@ -137,8 +138,10 @@ def load_bundle(weights: str | Path | None, device: str | None = "auto",
 class Predictor:
     """Batched forward + NMS for a loaded bundle: uint8 (B, 3, S, S) → per-tile detections."""
 
-    def __init__(self, bundle: Bundle, conf: float, iou: float = 0.5, max_det: int = 1000):
+    def __init__(self, bundle: Bundle, conf: float, iou: float = 0.5, max_det: int = 1000,
+                 agnostic: bool = True):
         self.bundle, self.conf, self.iou, self.max_det = bundle, conf, iou, max_det
+        self.agnostic = agnostic
 
     def forward(self, images: np.ndarray) -> Any:
         """Raw model output for a uint8 batch (used by the benchmark to time the net alone)."""
@@ -157,7 +160,7 @@ class Predictor:
         with torch.inference_mode():
             rotated = b.task == "obb"
             out = nms.non_max_suppression(
-                preds, self.conf, self.iou, max_det=self.max_det,
+                preds, self.conf, self.iou, agnostic=self.agnostic, max_det=self.max_det,
                 nc=len(b.classes) if rotated else 0, rotated=rotated,
                 end2end=bool(getattr(b.net, "end2end", False)))
         results = []

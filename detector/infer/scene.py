@@ -143,7 +143,8 @@ def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: 
     per_class, wagons = summarize_counts(
         bundle.classes, [d.cls for d in detections], np.array([d.score for d in detections]),
         np.array([d.p for d in detections]), card["operating_threshold"],
-        card.get("recall_at_candidate_conf"), tuple(cfg.not_wagons))
+        card.get("recall_at_candidate_conf"), tuple(cfg.not_wagons),
+        recall_evidence=card.get("recall_counts"))
     area_px = plan.area.area if plan.area is not None else src.width * src.height
     return {
         "scene": str(path),
@@ -225,5 +226,10 @@ def _batch(bundle: Bundle) -> int:
 
 def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
     """The batched predictor for ``bundle`` with the run's thresholds."""
-    conf = float(cfg.conf) if cfg.get("conf") is not None else float(bundle.card["candidate_conf"])
-    return Predictor(bundle, conf, float(cfg.iou), int(cfg.max_det))
+    card = bundle.card
+    conf = float(cfg.conf) if cfg.get("conf") is not None else float(card["candidate_conf"])
+    # The card's NMS produced the candidates its calibration was fitted on: keep it by default.
+    iou = float(cfg.iou) if cfg.get("iou") is not None else float(card["nms"]["iou"])
+    agnostic = (bool(cfg.agnostic_nms) if cfg.get("agnostic_nms") is not None
+                else bool(card["nms"]["agnostic"]))
+    return Predictor(bundle, conf, iou, int(cfg.max_det), agnostic)

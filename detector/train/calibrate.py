@@ -155,7 +155,8 @@ def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cf
     for start in range(0, len(images), size):
         batch = images[start:start + size]
         results = model.predict([str(p) for p in batch], conf=cal_cfg.candidate_conf,
-                                iou=cal_cfg.nms_iou, imgsz=imgsz, device=device,
+                                iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
+                                imgsz=imgsz, device=device,
                                 max_det=int(cal_cfg.max_det), verbose=False)
         for k, (image, result) in enumerate(zip(batch, results, strict=True)):
             height, width = result.orig_shape
@@ -163,6 +164,49 @@ def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cf
             polys, scores, classes = result_polygons(result)
             correct, matched = match(polys, scores, classes, truth, truth_cls, cal_cfg.iou)
             cands.add(start + k, scores, classes, correct, truth_cls, matched)
+    return cands
+
+
+def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, Path]],
+                             names: Sequence[str], cal_cfg: Any, device: Any = None
+                             ) -> Candidates:
+    """Candidates from the real inference pipeline on whole labelled scenes.
+
+    Counting happens on tiled, merged scenes, not on training chips (where cars cut by a
+    chip edge are harder), so calibrating here makes ``p`` and the recall mean what the
+    count intervals assume. Truth less than half inside a scene is neither required nor
+    penalised, as in evaluation.
+    """
+    import tempfile
+
+    from detector.evaluate.matching import IGNORED
+    from detector.evaluate.scenes import load_scene
+    from detector.evaluate.scoring import SceneEval, scene_matches
+    from detector.infer import run
+
+    cands = Candidates(len(names))
+    index = {name: c for c, name in enumerate(names)}
+    with tempfile.TemporaryDirectory(prefix="calibrate_") as out:
+        for k, (image, labels) in enumerate(scenes):
+            scene = load_scene(image, labels, list(names))
+            [result] = run(image, weights, out=out, overwrite=True, quicklook=False,
+                           progress=False, conf=float(cal_cfg.candidate_conf),
+                           iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
+                           **({"device": str(device)} if device is not None else {}))
+            if not result.ok:
+                raise DetectorError(f"{image}: inference failed during calibration "
+                                    f"({result.error}); fix the scene or leave it out")
+            matches, _ = scene_matches(SceneEval(image.stem, result.detections, result.counts,
+                                                 scene.truth, scene.width, scene.height))
+            assigned = matches.match(float(cal_cfg.iou))
+            truth_cls = np.array([index[c] for c in matches.truth_cls], int)
+            found = np.zeros(len(truth_cls), bool)
+            found[assigned[assigned >= 0]] = True
+            kept = ~matches.ignore
+            used = assigned != IGNORED  # detections of cars mostly outside the scene
+            det_cls = np.array([index[c] for c in matches.det_cls], int)
+            cands.add(k, matches.scores[used], det_cls[used], assigned[used] >= 0,
+                      truth_cls[kept], found[kept])
     return cands
 
 
@@ -224,13 +268,41 @@ def f1_threshold(scores: np.ndarray, correct: np.ndarray, n_truth: int) -> tuple
     return float(scores[order][best]), float(f1[best])
 
 
-def operating_thresholds(cands: Candidates, names: Sequence[str]) -> dict[str, Any]:
-    """Global and per-class F1-optimal raw thresholds (with their F1 on val)."""
-    thr, f1 = f1_threshold(cands.scores, cands.correct, int(cands.n_truth.sum()))
+def count_threshold(scores: np.ndarray, correct: np.ndarray, n_truth: int
+                    ) -> tuple[float, float]:
+    """The raw threshold that keeps as many candidates as there are true objects, and its F1.
+
+    Counting at it is unbiased on the calibration data (misses and false alarms balance),
+    where the F1-optimal threshold undercounts whenever recall trails precision.
+    """
+    if scores.size == 0 or n_truth == 0:
+        return FALLBACK_THRESHOLD, 0.0
+    order = np.argsort(-scores, kind="stable")
+    kept = min(n_truth, scores.size)
+    f1 = 2 * float(correct[order][:kept].sum()) / (kept + n_truth)
+    return float(scores[order][kept - 1]), f1
+
+
+THRESHOLD_RULES = {"count": count_threshold, "f1": f1_threshold}
+
+
+def operating_thresholds(cands: Candidates, names: Sequence[str], rule: str = "count"
+                         ) -> dict[str, Any]:
+    """Global and per-class raw operating thresholds (with their F1 on the calibration data).
+
+    Args:
+        cands: matched candidates.
+        names: class names in id order.
+        rule: ``count`` (as many kept as there are true objects) or ``f1`` (F1-optimal).
+    """
+    if rule not in THRESHOLD_RULES:
+        raise DetectorError(f"calibration.operating={rule}: use one of {list(THRESHOLD_RULES)}")
+    choose = THRESHOLD_RULES[rule]
+    thr, f1 = choose(cands.scores, cands.correct, int(cands.n_truth.sum()))
     per_class = {}
     for c, name in enumerate(names):
         sel = cands.classes == c
-        t, f = f1_threshold(cands.scores[sel], cands.correct[sel], int(cands.n_truth[c]))
+        t, f = choose(cands.scores[sel], cands.correct[sel], int(cands.n_truth[c]))
         per_class[name] = {"threshold": round(t, 4), "f1": round(f, 4)}
     return {"threshold": round(thr, 4), "f1": round(f1, 4), "per_class": per_class}
 
@@ -241,11 +313,19 @@ def recall_at_candidate_conf(cands: Candidates, names: Sequence[str]) -> dict[st
                    if cands.n_truth[c] else None) for c, name in enumerate(names)}
 
 
-def calibrate(cands: Candidates, names: Sequence[str], min_samples: int = 20) -> dict[str, Any]:
+def recall_counts(cands: Candidates, names: Sequence[str]) -> dict[str, list[int]]:
+    """[found, total] truth per class: the evidence behind the recall, for its uncertainty."""
+    return {name: [int(cands.truth_found[c]), int(cands.n_truth[c])]
+            for c, name in enumerate(names)}
+
+
+def calibrate(cands: Candidates, names: Sequence[str], min_samples: int = 20,
+              rule: str = "count") -> dict[str, Any]:
     """Everything the card needs from the candidates: maps, ECE, thresholds, recall."""
     return {"calibration": fit_maps(cands, names, min_samples),
             "ece": ece_report(cands, names, min_samples),
-            "operating": operating_thresholds(cands, names),
+            "operating": operating_thresholds(cands, names, rule),
             "recall_at_candidate_conf": recall_at_candidate_conf(cands, names),
+            "recall_counts": recall_counts(cands, names),
             "n_candidates": int(cands.scores.size), "n_truth": int(cands.n_truth.sum()),
             "n_truth_per_class": {name: int(cands.n_truth[c]) for c, name in enumerate(names)}}

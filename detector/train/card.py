@@ -62,8 +62,30 @@ def operating_threshold(operating: dict[str, Any], names: list[str],
     return out
 
 
+def calibration_metrics(cal: dict[str, Any]) -> dict[str, Any]:
+    """The calibration figures that go into the card's ``metrics``."""
+    return {"ece_before": cal["ece"]["ece_before"], "ece_after": cal["ece"]["ece_after"],
+            "ece_per_class": cal["ece"]["per_class"],
+            "f1_at_operating_threshold": cal["operating"]["f1"]}
+
+
+def calibration_fields(cal: dict[str, Any], names: list[str], candidate_conf: float,
+                       nms: dict[str, Any]) -> dict[str, Any]:
+    """Card fields inference reads to turn raw candidates into calibrated counts."""
+    n_truth = {name: int(v) for name, v in cal.get("n_truth_per_class", {}).items()}
+    return {
+        "calibration": cal["calibration"],
+        "candidate_conf": float(candidate_conf),
+        "nms": {"iou": float(nms["iou"]), "agnostic": bool(nms["agnostic"])},
+        "operating_threshold": operating_threshold(cal["operating"], names, n_truth),
+        "recall_at_candidate_conf": cal["recall_at_candidate_conf"],
+        "recall_counts": cal["recall_counts"],
+    }
+
+
 def build_card(*, task: str, names: list[str], imgsz: int, dataset_meta: dict[str, Any],
                dataset_ref: dict[str, Any], cal: dict[str, Any], candidate_conf: float,
+               nms: dict[str, Any],
                val_metrics: dict[str, Any], test_metrics: dict[str, Any] | None,
                training: dict[str, Any]) -> dict[str, Any]:
     """The card fields (``detector.bundle.write_card`` adds format, sha256 and created).
@@ -76,15 +98,12 @@ def build_card(*, task: str, names: list[str], imgsz: int, dataset_meta: dict[st
         dataset_ref: where the dataset is (data.yaml path, and how it was made).
         cal: output of :func:`detector.train.calibrate.calibrate`.
         candidate_conf: the raw score down to which candidates were collected.
+        nms: ``{"iou", "agnostic"}`` of the NMS that produced the candidates.
         val_metrics: :func:`yolo_metrics` on the val split.
         test_metrics: the same on the test split, or None.
         training: model architecture, init, epochs, time, Ultralytics run folder.
     """
-    n_truth = {name: int(v) for name, v in cal.get("n_truth_per_class", {}).items()}
-    metrics = dict(val_metrics)
-    metrics.update({"split": "val", "ece_before": cal["ece"]["ece_before"],
-                    "ece_after": cal["ece"]["ece_after"], "ece_per_class": cal["ece"]["per_class"],
-                    "f1_at_operating_threshold": cal["operating"]["f1"]})
+    metrics = {**val_metrics, "split": "val", **calibration_metrics(cal)}
     if test_metrics:
         metrics["test"] = test_metrics
     normalization = dict(dataset_meta.get("normalization") or DEFAULT_NORMALIZATION)
@@ -96,10 +115,7 @@ def build_card(*, task: str, names: list[str], imgsz: int, dataset_meta: dict[st
         "chip_size": chip_size(dataset_meta),
         "bands": list(normalization.get("bands", DEFAULT_NORMALIZATION["bands"])),
         "normalization": normalization,
-        "calibration": cal["calibration"],
-        "candidate_conf": float(candidate_conf),
-        "operating_threshold": operating_threshold(cal["operating"], names, n_truth),
-        "recall_at_candidate_conf": cal["recall_at_candidate_conf"],
+        **calibration_fields(cal, names, candidate_conf, nms),
         "metrics": metrics,
         "dataset": {**dataset_ref, "info": dataset_meta},
         "training": training,

@@ -74,7 +74,8 @@ def train(cfg: DictConfig) -> Path:
     imgsz = int(trainer.args.imgsz)
     device = trainer.args.device
     cands = collect_candidates(trained, data_yaml, len(names), cfg.calibration, imgsz, device)
-    cal = calibrate(cands, names, int(cfg.calibration.min_samples))
+    cal = calibrate(cands, names, int(cfg.calibration.min_samples),
+                    str(cfg.calibration.operating))
     log.info("calibration: %d candidates for %d truths; ECE %.4f -> %.4f", cal["n_candidates"],
              cal["n_truth"], cal["ece"]["ece_before"], cal["ece"]["ece_after"])
     test_metrics = None
@@ -87,6 +88,7 @@ def train(cfg: DictConfig) -> Path:
     card = build_card(
         task=task, names=names, imgsz=imgsz, dataset_meta=meta, dataset_ref=dataset_ref,
         cal=cal, candidate_conf=float(cfg.calibration.candidate_conf),
+        nms=OmegaConf.to_container(cfg.calibration.nms, resolve=True),
         val_metrics=val_metrics, test_metrics=test_metrics,
         training={"arch": str(cfg.model.arch), "init": str(cfg.model.get("init")),
                   "epochs_run": int(getattr(trainer, "epoch", -1)) + 1,
@@ -94,6 +96,11 @@ def train(cfg: DictConfig) -> Path:
                   "device": str(trainer.device), "seed": int(trainer.args.seed),
                   "run_dir": str(trainer.save_dir), "best": str(best)})
     weights = write_bundle(best, bundle_weights, card)
+    if cfg.calibration.get("level") == "scenes":
+        # Needs the written bundle: inference reads its card (resolution, normalisation).
+        from detector.train.recalibrate import recalibrate
+
+        card = recalibrate(weights, cfg.calibration, data_yaml, "val", device=device or None)
     _log_summary(weights, card)
     return weights
 
