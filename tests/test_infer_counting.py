@@ -95,3 +95,17 @@ def test_recall_uncertainty_widens_the_interval_not_its_centre():
     mean = {name: float(np.dot(np.arange(len(p)), p)) for name, p in
             {"point": point, "many": many}.items()}
     assert mean["many"] == pytest.approx(mean["point"], rel=0.02)
+
+
+def test_dispersion_stretches_the_interval_around_its_mean():
+    from detector.infer.counting import dispersion_ratio, interval
+
+    pmf = poisson_binomial_pmf(np.full(100, 0.5))
+    lo, hi = interval(pmf)
+    lo4, hi4 = interval(pmf, dispersion=4.0)  # twice the spread
+    assert (lo4, hi4) == (pytest.approx(50 - 2 * (50 - lo), abs=1),
+                          pytest.approx(50 + 2 * (hi - 50), abs=1))
+    # Truth scattered exactly as the model says gives a ratio of about 1; twice as far, 4.
+    sd = 5.0
+    assert dispersion_ratio([50 + sd, 50 - sd], [pmf, pmf]) == pytest.approx(1.0, rel=0.01)
+    assert dispersion_ratio([50 + 2 * sd, 50 - 2 * sd], [pmf, pmf]) == pytest.approx(4.0, rel=0.01)

@@ -19,6 +19,7 @@ from scipy.stats import beta, nbinom
 
 _BLOCK = 256
 _MIN_RECALL = 0.05  # bounds the work; below this the interval is meaningless anyway
+WAGONS = "wagons"  # key of the all-wagon total in dispersion maps
 _RECALL_QUANTILES = 9  # points of the recall's posterior the pmf is averaged over
 
 
@@ -69,13 +70,36 @@ def uncertain_recall_correction(pmf_detected: np.ndarray, found: int, total: int
     return out / out.sum()
 
 
-def interval(pmf: np.ndarray, level: float = 0.95) -> tuple[int, int]:
-    """Central interval [lo, hi] holding at least ``level`` of the pmf's mass."""
+def interval(pmf: np.ndarray, level: float = 0.95, dispersion: float = 1.0
+             ) -> tuple[int, int]:
+    """Central interval [lo, hi] holding at least ``level`` of the pmf's mass.
+
+    ``dispersion`` > 1 (variance ratio measured on calibration scenes: detections within a
+    scene are not independent, e.g. a hazy scene lowers every score) stretches the interval
+    around the mean by its square root.
+    """
     cdf = np.cumsum(pmf)
     tail = (1 - level) / 2
     lo = int(np.searchsorted(cdf, tail - 1e-12, side="left"))
-    hi = int(np.searchsorted(cdf, 1 - tail - 1e-12, side="left"))
-    return lo, min(hi, len(pmf) - 1)
+    hi = min(int(np.searchsorted(cdf, 1 - tail - 1e-12, side="left")), len(pmf) - 1)
+    if dispersion > 1.0:
+        mean, scale = float(np.dot(np.arange(len(pmf)), pmf)), math.sqrt(dispersion)
+        lo = max(0, math.floor(mean - (mean - lo) * scale))
+        hi = math.ceil(mean + (hi - mean) * scale)
+    return lo, hi
+
+
+def dispersion_ratio(truth: Sequence[int], pmfs: Sequence[np.ndarray]) -> float:
+    """Mean squared standardised error of per-scene counts (>= 1): the variance inflation."""
+    if not pmfs:
+        return 1.0
+    z2 = []
+    for t, pmf in zip(truth, pmfs, strict=True):
+        k = np.arange(len(pmf))
+        mean = float(np.dot(k, pmf))
+        var = float(np.dot((k - mean) ** 2, pmf))
+        z2.append((t - mean) ** 2 / max(var, 1.0))
+    return max(1.0, float(np.mean(z2)))
 
 
 def threshold_for(operating_threshold: float | Mapping[str, float], cls: str) -> float:
@@ -86,8 +110,8 @@ def threshold_for(operating_threshold: float | Mapping[str, float], cls: str) ->
 
 
 def class_summary(scores: np.ndarray, p: np.ndarray, threshold: float, recall: float = 1.0,
-                  level: float = 0.95, recall_evidence: Sequence[int] | None = None
-                  ) -> tuple[dict[str, Any], np.ndarray]:
+                  level: float = 0.95, recall_evidence: Sequence[int] | None = None,
+                  dispersion: float = 1.0) -> tuple[dict[str, Any], np.ndarray]:
     """Count, expected, interval and mean confidence for one class, and its pmf.
 
     ``recall_evidence`` ([found, total] on the calibration data), when given, replaces the
@@ -100,7 +124,7 @@ def class_summary(scores: np.ndarray, p: np.ndarray, threshold: float, recall: f
         pmf = uncertain_recall_correction(pmf, int(recall_evidence[0]), int(recall_evidence[1]))
     else:
         pmf = thin_correction(pmf, recall)
-    lo, hi = interval(pmf, level)
+    lo, hi = interval(pmf, level, dispersion)
     summary = {
         "count": int(counted.sum()),
         "expected": round(float(np.dot(np.arange(len(pmf)), pmf)), 3),
@@ -114,11 +138,13 @@ def summarize_counts(classes: Sequence[str], det_classes: Sequence[str], scores:
                      p: np.ndarray, operating_threshold: float | Mapping[str, float],
                      recall: Mapping[str, float] | None = None,
                      not_wagons: Sequence[str] = ("locomotive",), level: float = 0.95,
-                     recall_evidence: Mapping[str, Sequence[int]] | None = None
+                     recall_evidence: Mapping[str, Sequence[int]] | None = None,
+                     dispersion: Mapping[str, float] | None = None
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per-class summaries and the wagons summary (every class but ``not_wagons``).
 
     The wagons pmf is the convolution of the per-class pmfs (classes independent).
+    ``dispersion`` ({class or "wagons": variance ratio}) widens the intervals.
 
     Returns:
         (classes {name: {count, expected, ci95, mean_confidence}}, wagons {count, expected, ci95})
@@ -126,18 +152,20 @@ def summarize_counts(classes: Sequence[str], det_classes: Sequence[str], scores:
     det_classes = np.asarray(det_classes, dtype=object)
     scores, p = np.asarray(scores, dtype=float), np.asarray(p, dtype=float)
     recall, recall_evidence = recall or {}, recall_evidence or {}
+    dispersion = dispersion or {}
     per_class, wagon_pmf, wagon_count = {}, np.ones(1), 0
     for name in classes:
         mask = det_classes == name
         threshold = threshold_for(operating_threshold, name)
         summary, pmf = class_summary(scores[mask], p[mask], threshold,
                                      float(recall.get(name) or 1.0), level,
-                                     recall_evidence.get(name))
+                                     recall_evidence.get(name),
+                                     float(dispersion.get(name, 1.0)))
         per_class[name] = summary
         if name not in not_wagons:
             wagon_pmf = np.convolve(wagon_pmf, pmf)
             wagon_count += summary["count"]
-    lo, hi = interval(wagon_pmf, level)
+    lo, hi = interval(wagon_pmf, level, float(dispersion.get(WAGONS, 1.0)))
     wagons = {"count": wagon_count,
               "expected": round(float(np.dot(np.arange(len(wagon_pmf)), wagon_pmf)), 3),
               "ci95": [lo, hi]}

@@ -144,7 +144,7 @@ def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: 
         bundle.classes, [d.cls for d in detections], np.array([d.score for d in detections]),
         np.array([d.p for d in detections]), card["operating_threshold"],
         card.get("recall_at_candidate_conf"), tuple(cfg.not_wagons),
-        recall_evidence=card.get("recall_counts"))
+        recall_evidence=card.get("recall_counts"), dispersion=card.get("dispersion"))
     area_px = plan.area.area if plan.area is not None else src.width * src.height
     return {
         "scene": str(path),

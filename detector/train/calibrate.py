@@ -36,6 +36,7 @@ class Candidates:
     image: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     n_truth: np.ndarray | None = None          # truth instances per class
     truth_found: np.ndarray | None = None      # truth matched by some candidate, per class
+    truth_per_image: dict[int, np.ndarray] = field(default_factory=dict)  # per-class counts
 
     def __post_init__(self) -> None:
         if self.n_truth is None:
@@ -50,7 +51,9 @@ class Candidates:
         self.classes = np.concatenate([self.classes, classes.astype(int)])
         self.correct = np.concatenate([self.correct, correct.astype(bool)])
         self.image = np.concatenate([self.image, np.full(len(scores), image, int)])
-        self.n_truth += np.bincount(truth_classes.astype(int), minlength=self.n_classes)
+        per_class = np.bincount(truth_classes.astype(int), minlength=self.n_classes)
+        self.truth_per_image[image] = self.truth_per_image.get(image, 0) + per_class
+        self.n_truth += per_class
         self.truth_found += np.bincount(truth_classes[truth_matched].astype(int),
                                         minlength=self.n_classes)
 
@@ -317,6 +320,35 @@ def recall_counts(cands: Candidates, names: Sequence[str]) -> dict[str, list[int
     """[found, total] truth per class: the evidence behind the recall, for its uncertainty."""
     return {name: [int(cands.truth_found[c]), int(cands.n_truth[c])]
             for c, name in enumerate(names)}
+
+
+def dispersion(cands: Candidates, names: Sequence[str], maps: dict[str, dict[str, Any]],
+               evidence: dict[str, list[int]], not_wagons: Sequence[str]) -> dict[str, float]:
+    """Variance ratio of per-scene counts vs their Poisson-binomial model, per class and wagons.
+
+    Only meaningful when each image is a whole scene (scene-level calibration): within a
+    scene, detections share its haze, sun and density, so their errors are correlated and
+    the independent-detection interval is too narrow by this factor.
+    """
+    from detector.infer.counting import WAGONS, class_summary, dispersion_ratio
+
+    images = sorted(cands.truth_per_image)
+    pmfs: dict[str, list[np.ndarray]] = {name: [] for name in [*names, WAGONS]}
+    truth: dict[str, list[int]] = {name: [] for name in pmfs}
+    for k in images:
+        wagon_pmf, wagon_truth = np.ones(1), 0
+        for c, name in enumerate(names):
+            sel = (cands.image == k) & (cands.classes == c)
+            p = calibration.apply(maps.get(name), cands.scores[sel])
+            _, pmf = class_summary(cands.scores[sel], p, 1.0, recall_evidence=evidence[name])
+            n = int(cands.truth_per_image[k][c])
+            pmfs[name].append(pmf)
+            truth[name].append(n)
+            if name not in not_wagons:
+                wagon_pmf, wagon_truth = np.convolve(wagon_pmf, pmf), wagon_truth + n
+        pmfs[WAGONS].append(wagon_pmf)
+        truth[WAGONS].append(wagon_truth)
+    return {name: round(dispersion_ratio(truth[name], pmfs[name]), 3) for name in pmfs}
 
 
 def calibrate(cands: Candidates, names: Sequence[str], min_samples: int = 20,

@@ -19,7 +19,12 @@ from detector.bundle import read_card, write_card
 from detector.config import CONFIG_PATH, HYDRA_VERSION_BASE
 from detector.errors import DetectorError, guarded
 from detector.train import offline
-from detector.train.calibrate import calibrate, collect_candidates, collect_scene_candidates
+from detector.train.calibrate import (
+    calibrate,
+    collect_candidates,
+    collect_scene_candidates,
+    dispersion,
+)
 from detector.train.card import calibration_fields, calibration_metrics
 from detector.train.train import class_names
 
@@ -82,6 +87,9 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
     cal = calibrate(cands, names, int(cal_cfg.min_samples), str(cal_cfg.operating))
     nms = OmegaConf.to_container(cal_cfg.nms, resolve=True)
     card.update(calibration_fields(cal, names, float(cal_cfg.candidate_conf), nms))
+    # Scene-to-scene variance beyond the independent-detection model (whole scenes only).
+    card["dispersion"] = (dispersion(cands, names, cal["calibration"], cal["recall_counts"],
+                                     list(cal_cfg.not_wagons)) if pairs else {})
     card["metrics"].update(calibration_metrics(cal))
     card["metrics"]["calibrated_on"] = {"source": source, "level": "scenes" if pairs else "chips",
                                         "scenes": len(pairs), "candidates": cal["n_candidates"],
