@@ -22,10 +22,12 @@ from detector.evaluate.experiments import (
     headline,
     make_scenes,
     save_results,
+    training_scene_settings,
 )
 
-# Settings replace conf/synth.yaml values (dicts are replaced, not merged). The training
-# experiment (conf/experiment/synthetic_default.yaml) uses seed 2024 and the default style.
+# Settings replace conf/synth.yaml values (dicts are replaced, not merged), on top of the
+# scene settings of the training experiment (conf/experiment/synthetic_default.yaml: seed
+# 2024, its density, tarp share and distractors); "in_style" is those settings, new seeds.
 CONDITIONS: dict[str, dict[str, Any]] = {
     "in_style": {},
     "tarp_colours": {  # tarps in colours the generator never used for training
@@ -58,9 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     rows = []
+    in_style = training_scene_settings()
     for name in args.conditions:
         seed = args.seed + 100 * list(CONDITIONS).index(name)
-        settings = {**CONDITIONS[name], "size": [args.size, args.size]}
+        settings = {**in_style, **CONDITIONS[name], "size": [args.size, args.size]}
         scenes = make_scenes(args.out / "scenes" / name, args.scenes, seed, settings)
         report = evaluate_condition(scenes, args.weights, args.out / "runs" / name)
         cov = report["confusion"].get("covered_vs_others") or {}

@@ -32,6 +32,7 @@ from detector.evaluate.experiments import (
     make_scenes,
     rotate_scene,
     save_results,
+    training_scene_settings,
 )
 from detector.evaluate.matching import as_axis_aligned, iou_matrix
 from detector.evaluate.scenes import load_scene
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise DetectorError(f"{args.detect_weights}: detect weights not found; train one with "
                             "python -m detector.train model=yolo11n and pass its bundle .pt")
     base = make_scenes(args.out / "scenes" / "base", args.scenes, args.seed,
-                       {**DENSE, "size": [args.size, args.size]})
+                       {**training_scene_settings(), **DENSE, "size": [args.size, args.size]})
     rows = []
     for angle in args.angles:
         folder = args.out / "scenes" / f"angle_{angle:g}"

@@ -26,6 +26,7 @@ from detector.evaluate.experiments import (
     headline,
     make_scenes,
     save_results,
+    training_scene_settings,
 )
 
 
@@ -46,10 +47,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model_mpp = float(card["m_per_px"])
     overlap_m = float(compose("infer").tiling.overlap_m)
     rows = []
+    in_style = training_scene_settings()
     for mpp in args.resolutions:
         side = round(args.extent_m / mpp)
         scenes = make_scenes(args.out / "scenes" / f"{mpp:g}m", args.scenes, args.seed,
-                             {"m_per_px": mpp, "size": [side, side]})
+                             {**in_style, "m_per_px": mpp, "size": [side, side]})
         for mode in ("resampled", "native"):
             if mode == "native" and mpp == model_mpp:
                 continue  # identical to resampled

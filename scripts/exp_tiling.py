@@ -30,6 +30,7 @@ from detector.evaluate.experiments import (
     headline,
     make_scenes,
     save_results,
+    training_scene_settings,
 )
 
 # A core margin larger than any tile switches ownership off: every tile keeps everything.
@@ -82,7 +83,7 @@ def line_plot(path: Path, rows: list[dict], merges: list[str]) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     scenes = make_scenes(args.out / "scenes", args.scenes, args.seed,
-                         {"size": [args.size, args.size]})
+                         {**training_scene_settings(), "size": [args.size, args.size]})
     rows = []
     for merge in args.merges:
         for overlap in args.overlaps:

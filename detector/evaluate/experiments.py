@@ -49,6 +49,26 @@ def synth_config(out: str | Path, n_scenes: int, seed: int,
     return cfg
 
 
+def training_scene_settings(experiment: str = "synthetic_default") -> dict[str, Any]:
+    """The synth settings (dotted keys) a training experiment generated its scenes with.
+
+    Scenes made with them and other seeds are "in style" for the model that experiment
+    trained; held-out conditions are layered on top.
+    """
+    synth = compose("train", [f"experiment={experiment}"]).data.get("synth") or {}
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, f"{prefix}{key}.")
+            elif f"{prefix}{key}" not in ("n_scenes", "seed"):
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(synth, resolve=True), "")
+    return flat
+
+
 def make_scenes(out: str | Path, n_scenes: int, seed: int,
                 settings: Mapping[str, Any] | None = None) -> Path:
     """Generate a scene set into ``out`` once; a complete existing set is reused.
