@@ -154,13 +154,16 @@ def _threshold(op, cls: str) -> float:
 
 def peak_rss_mb(scene: Path, weights: str | None, device: str, out: Path) -> float:
     """Peak RSS (MB) of a fresh process running detector.infer on ``scene``."""
+    # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at the parent's RSS (here the
+    # SAHI run's decoded scene), while VmHWM belongs to the exec'd process alone.
     code = (
-        "import json, resource, sys\n"
+        "import json, re, sys\n"
         "from detector.infer import run\n"
         f"[r] = run({str(scene)!r}, {weights!r}, out={str(out)!r}, quicklook=False, "
         f"progress=False, overwrite=True, device={device!r})\n"
         "assert r.ok, r.error\n"
-        "print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "print(json.dumps({'rss_mb': int(hwm) / 1024}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

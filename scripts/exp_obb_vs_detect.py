@@ -5,7 +5,7 @@ detect model's NMS deletes real cars and the count drops; oriented boxes barely 
 This measures the wagon-count error of each model on the same dense scenes, rotated so the
 main track runs at each angle. Model-free rows ("perfect+NMS") show the mechanism alone: a
 detector that finds every labelled car exactly, followed by greedy NMS on rotated vs
-axis-aligned boxes at the in-tile NMS IoU of inference (conf/infer.yaml `iou`) and at the
+axis-aligned boxes at the in-tile NMS IoU of inference (the card's `nms.iou`) and at the
 IoUs of --nms-ious.
 
     python scripts/exp_obb_vs_detect.py --obb-weights OBB.pt --detect-weights DETECT.pt \
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.bundle import read_card, resolve_weights
 from detector.config import compose
 from detector.errors import DetectorError, guarded
 from detector.evaluate.count_metrics import truth_mask, wagon_classes
@@ -93,6 +94,17 @@ def perfect_detector_rows(folder: Path, angle: float, nms_ious: list[float], see
     return rows
 
 
+def inference_nms_iou(weights: str | None) -> float:
+    """The in-tile NMS IoU inference uses with ``weights``: conf/infer.yaml, else the card's."""
+    from detector.infer.model import CARD_DEFAULTS
+
+    override = compose("infer").iou
+    if override is not None:
+        return float(override)
+    card = read_card(resolve_weights(weights)) or {}
+    return float(card.get("nms", CARD_DEFAULTS["nms"])["iou"])
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if not Path(args.detect_weights).is_file():
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             report = evaluate_condition(folder, weights, args.out / "runs" / f"{task}_{angle:g}")
             rows.append({"model": task, "angle": angle, **headline(report),
                          "truth": report["counting"]["wagons"]["truth_total"]})
-        nms_ious = sorted({float(compose("infer").iou), *args.nms_ious})
+        nms_ious = sorted({inference_nms_iou(args.obb_weights), *args.nms_ious})
         rows += perfect_detector_rows(folder, angle, nms_ious, args.seed)
     meta = {"experiment": "obb_vs_detect", "args": vars(args), "synth": DENSE}
     save_results(args.out, "obb_vs_detect", rows, meta)

@@ -1,14 +1,12 @@
 """notebooks/quickstart.ipynb runs top to bottom (synth → infer → fine-tune → evaluate).
 
-Slow (a few minutes on 2 cores) and it needs the bundled model, or DETECTOR_WEIGHTS naming
-another bundle: ``python -m pytest -m slow tests/test_notebook.py``.
+About a minute on 2 cores, with the bundled model (or DETECTOR_WEIGHTS naming another
+bundle); part of the default suite, so CI executes the notebook.
 """
 
 import json
 import os
 from pathlib import Path
-
-import pytest
 
 from detector.bundle import BUNDLED_WEIGHTS
 
@@ -22,8 +20,6 @@ def test_notebook_outputs_are_stripped():
     assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"no model at {WEIGHTS}")
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

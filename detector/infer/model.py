@@ -132,6 +132,8 @@ def load_bundle(weights: str | Path | None, device: str | None = "auto",
     use_half = dev.type == "cuda" if half is None else bool(half and dev.type == "cuda")
     use_all_cores(dev)
     net = net.half() if use_half else net.float()
+    # NHWC convolutions run ~1.4x faster than NCHW on CPU here (oneDNN), and suit fp16 on GPU.
+    net = net.to(memory_format=torch.channels_last)
     return Bundle(path, sha256_file(path), card, net.eval(), dev, use_half)
 
 
@@ -148,7 +150,8 @@ class Predictor:
         b = self.bundle
         use_all_cores(b.device)
         x = torch.from_numpy(np.ascontiguousarray(images)).to(b.device, non_blocking=True)
-        x = (x.half() if b.half else x.float()) / 255.0
+        x = ((x.half() if b.half else x.float()) / 255.0).contiguous(
+            memory_format=torch.channels_last)
         with torch.inference_mode():
             return b.net(x)
 
