@@ -55,18 +55,11 @@ def training_scene_settings(experiment: str = "synthetic_default") -> dict[str, 
     Scenes made with them and other seeds are "in style" for the model that experiment
     trained; held-out conditions are layered on top.
     """
+    from detector.evaluate.api import flatten
+
     synth = compose("train", [f"experiment={experiment}"]).data.get("synth") or {}
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, Mapping):
-                walk(value, f"{prefix}{key}.")
-            elif f"{prefix}{key}" not in ("n_scenes", "seed"):
-                flat[f"{prefix}{key}"] = value
-
-    walk(OmegaConf.to_container(synth, resolve=True), "")
-    return flat
+    settings = flatten(OmegaConf.to_container(synth, resolve=True))
+    return {k: v for k, v in settings.items() if k not in ("n_scenes", "seed")}
 
 
 def make_scenes(out: str | Path, n_scenes: int, seed: int,

@@ -190,26 +190,27 @@ def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, P
     cands = Candidates(len(names))
     index = {name: c for c, name in enumerate(names)}
     with tempfile.TemporaryDirectory(prefix="calibrate_") as out:
-        for k, (image, labels) in enumerate(scenes):
-            scene = load_scene(image, labels, list(names))
-            [result] = run(image, weights, out=out, overwrite=True, quicklook=False,
-                           progress=False, conf=float(cal_cfg.candidate_conf),
-                           iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
-                           **({"device": str(device)} if device is not None else {}))
-            if not result.ok:
-                raise DetectorError(f"{image}: inference failed during calibration "
-                                    f"({result.error}); fix the scene or leave it out")
-            matches, _ = scene_matches(SceneEval(image.stem, result.detections, result.counts,
-                                                 scene.truth, scene.width, scene.height))
-            assigned = matches.match(float(cal_cfg.iou))
-            truth_cls = np.array([index[c] for c in matches.truth_cls], int)
-            found = np.zeros(len(truth_cls), bool)
-            found[assigned[assigned >= 0]] = True
-            kept = ~matches.ignore
-            used = assigned != IGNORED  # detections of cars mostly outside the scene
-            det_cls = np.array([index[c] for c in matches.det_cls], int)
-            cands.add(k, matches.scores[used], det_cls[used], assigned[used] >= 0,
-                      truth_cls[kept], found[kept])
+        # One run over all scenes: the bundle is loaded (and its sha256 checked) once.
+        results = run([image for image, _ in scenes], weights, out=out, overwrite=True,
+                      quicklook=False, progress=False, conf=float(cal_cfg.candidate_conf),
+                      iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
+                      **({"device": str(device)} if device is not None else {}))
+    for k, ((image, labels), result) in enumerate(zip(scenes, results, strict=True)):
+        scene = load_scene(image, labels, list(names))
+        if not result.ok:
+            raise DetectorError(f"{image}: inference failed during calibration "
+                                f"({result.error}); fix the scene or leave it out")
+        matches, _ = scene_matches(SceneEval(image.stem, result.detections, result.counts,
+                                             scene.truth, scene.width, scene.height))
+        assigned = matches.match(float(cal_cfg.iou))
+        truth_cls = np.array([index[c] for c in matches.truth_cls], int)
+        found = np.zeros(len(truth_cls), bool)
+        found[assigned[assigned >= 0]] = True
+        kept = ~matches.ignore
+        used = assigned != IGNORED  # detections of cars mostly outside the scene
+        det_cls = np.array([index[c] for c in matches.det_cls], int)
+        cands.add(k, matches.scores[used], det_cls[used], assigned[used] >= 0,
+                  truth_cls[kept], found[kept])
     return cands
 
 
