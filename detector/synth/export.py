@@ -93,7 +93,8 @@ def write_scenes(cfg: DictConfig) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(int(cfg.n_scenes)):
-        scene = generate_scene(cfg, scene_seed(int(cfg.seed), i))
+        site_seed = None if cfg.get("site_seed") is None else int(cfg.site_seed)
+        scene = generate_scene(cfg, scene_seed(int(cfg.seed), i), site_seed)
         tif = out / f"scene_{i:03d}.tif"
         write_geotiff(tif, scene.image, scene.transform, scene.crs, nodata=scene.nodata,
                       tiled=True)

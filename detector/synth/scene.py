@@ -21,6 +21,9 @@ from detector.synth.layout import CLASSES, Occupancy, place_vehicles, plan_yard
 from detector.synth.vehicles import cast_vehicle_shadows, draw_vehicles
 
 _STREAMS = ("yard", "vehicles", "terrain", "style", "draw", "sensor", "georef")
+# Streams that belong to the place rather than the day: with a ``site_seed`` they are drawn
+# from it, so scenes of one site on different dates share layout, ground and georeferencing.
+SITE_STREAMS = ("yard", "terrain", "georef")
 
 
 @dataclass
@@ -93,17 +96,29 @@ def _footprint(rng: np.random.Generator, cfg: DictConfig, width: int, height: in
     return rot + np.array([width, height]) / 2
 
 
-def generate_scene(cfg: DictConfig | dict, seed: int) -> SyntheticScene:
-    """Generate one scene; the same ``cfg`` and ``seed`` give the same scene.
+def stream_rngs(seed: int, site_seed: int | None = None) -> dict[str, np.random.Generator]:
+    """One generator per named stream; the site streams come from ``site_seed`` when given."""
+    day = dict(zip(_STREAMS, np.random.SeedSequence(int(seed)).spawn(len(_STREAMS)),
+                   strict=True))
+    if site_seed is not None:
+        site = np.random.SeedSequence(int(site_seed)).spawn(len(_STREAMS))
+        day.update({name: site[_STREAMS.index(name)] for name in SITE_STREAMS})
+    return {name: np.random.default_rng(s) for name, s in day.items()}
+
+
+def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = None
+                   ) -> SyntheticScene:
+    """Generate one scene; the same ``cfg``, ``seed`` and ``site_seed`` give the same scene.
 
     Args:
         cfg: synth config (``conf/synth.yaml``); a partial dict is overlaid on the defaults.
-        seed: scene seed.
+        seed: scene seed (the day: traffic, light, sensor; and the site when ``site_seed``
+            is None).
+        site_seed: seed of the place (yard layout, ground, lots, georeferencing); scenes
+            with one ``site_seed`` and different ``seed`` show one site on different days.
     """
     cfg = resolve_config(cfg)
-    rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in
-                               np.random.SeedSequence(int(seed)).spawn(len(_STREAMS))),
-                    strict=True))
+    rngs = stream_rngs(seed, site_seed)
     width, height = (int(s) for s in cfg.size)
     m = float(cfg.m_per_px)
     ss = int(cfg.supersample)
