@@ -4,10 +4,13 @@ Training and inference must see pixels prepared the same way, so both call
 :func:`scene_stretch` and :func:`to_uint8` with the normalisation spec that the dataset
 records and the model card carries::
 
-    {"bands": [1, 2, 3], "method": "percentile", "percentiles": [0.5, 99.5], "fill": 114}
+    {"bands": [1, 2, 3], "method": "joint_percentile", "percentiles": [0.5, 99.5], "fill": 114}
 
-``method`` is ``percentile`` (per scene and band, from a decimated read that ignores
-nodata) or ``none`` (values clipped to 0–255: for 8-bit scenes prepared elsewhere).
+``method`` is ``joint_percentile`` (one stretch for all bands of a scene, from the pooled
+percentiles of a decimated read that ignores nodata: the same linear map on every band, so
+hues survive, whatever the scene's content), ``percentile`` (per scene and band: each band
+stretched on its own; a grass-dominated scene turns grey ballast purple; kept for models
+trained with it) or ``none`` (values clipped to 0–255: for 8-bit scenes prepared elsewhere).
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from detector.errors import DetectorError
 
 DEFAULT_NORMALIZATION: dict[str, Any] = {
     "bands": [1, 2, 3],
-    "method": "percentile",
+    "method": "joint_percentile",
     "percentiles": [0.5, 99.5],
     "fill": 114,
 }
+NORMALIZATION_METHODS = ("joint_percentile", "percentile", "none")
 _STATS_MAX_SIDE = 1024
 _EARTH_RADIUS_M = 6_371_008.8
 
@@ -105,7 +109,11 @@ def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
     Returns float arrays of shape (C,) for the spec's bands.
     """
     bands = list(normalization.get("bands", DEFAULT_NORMALIZATION["bands"]))
-    if normalization.get("method", "percentile") == "none":
+    method = normalization.get("method", "percentile")
+    if method not in NORMALIZATION_METHODS:
+        raise DetectorError(f"normalization.method={method!r} is unknown; use one of "
+                            f"{list(NORMALIZATION_METHODS)}")
+    if method == "none":
         return np.zeros(len(bands)), np.full(len(bands), 255.0)
     scale = max(src.width, src.height) / _STATS_MAX_SIDE
     shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
@@ -116,8 +124,12 @@ def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
     if not valid.any():
         return np.zeros(len(bands)), np.ones(len(bands))
     pixels = data[:, valid].astype(np.float64)
-    low = np.percentile(pixels, lo_pct, axis=1)
-    high = np.percentile(pixels, hi_pct, axis=1)
+    if method == "joint_percentile":
+        pooled = np.percentile(pixels, [lo_pct, hi_pct])
+        low, high = np.full(len(bands), pooled[0]), np.full(len(bands), pooled[1])
+    else:
+        low = np.percentile(pixels, lo_pct, axis=1)
+        high = np.percentile(pixels, hi_pct, axis=1)
     return low, np.maximum(high, low + 1e-6)
 
 

@@ -1,48 +1,49 @@
 #!/usr/bin/env bash
-# Build the bundled default model detector/assets/railcar_obb.pt + railcar_obb.json, the way
-# the shipped one was built on a 2-core CPU (about 1.5 h in all):
-#   1. experiment=synthetic_default: 36 synthetic yards at 0.5 m/px, yolo11n-obb from scratch,
-#      training capped at STAGE1_HOURS (0.9);
-#   2. a second stage fine-tuned from stage 1 on the same dataset (lower AdamW lr, no warmup),
-#      capped at STAGE2_HOURS (0.45);
-#   3. recalibration on 16 freshly generated scenes never used in training (whole scenes through
-#      the real tiled inference), which also measures the per-scene dispersion of the counts.
+# Build the bundled default model detector/assets/railcar_obb.pt + railcar_obb.json:
+#   1. experiment=synthetic_randomised: 160 domain-randomised synthetic yards (1024 px at
+#      0.5 m/px, hard negatives, 12% empty yards), yolo11n-obb warm-started from the current
+#      bundled model, training capped at HOURS (1.6 on a 2-core CPU);
+#   2. recalibration on 24 freshly generated scenes of the same settings never used in
+#      training (whole scenes through the real tiled inference), which also refits the
+#      per-scene dispersion of the counts;
+#   3. the new bundle replaces detector/assets/railcar_obb.* (temp names + rename).
 #
-#   scripts/build_bundled_model.sh                                   # CPU, as shipped
-#   STAGE1_HOURS=2 scripts/build_bundled_model.sh trainer.device=0 trainer.batch=32 trainer.workers=8
+#   scripts/build_bundled_model.sh                                  # CPU, as shipped
+#   HOURS=4 scripts/build_bundled_model.sh trainer.device=0 trainer.batch=32 trainer.workers=8
 #
-# Extra arguments are Hydra overrides passed to both training stages.
+# Resumable: the run folder is fixed (BUILD_DIR, default outputs/train/bundled_build); rerun
+# the same command after an interruption and training resumes from its last.pt (Ultralytics
+# checkpoints every epoch); finished steps are skipped. Extra arguments are Hydra overrides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stamp=$(date +%Y-%m-%d_%H-%M-%S)
-stage1="outputs/train/bundled_${stamp}_stage1"
-stage2="outputs/train/bundled_${stamp}_stage2"
-calib="outputs/train/bundled_${stamp}_calibration_scenes"
+run="${BUILD_DIR:-outputs/train/bundled_build}"
+calib="$run/calibration_scenes"
 assets="detector/assets"
 start=$(date +%s)
 
-python -m detector.train experiment=synthetic_default trainer.time="${STAGE1_HOURS:-0.9}" \
-    hydra.run.dir="$stage1" "$@"
-python -m detector.train experiment=synthetic_default model.init="$stage1/railcar_obb.pt" \
-    trainer.time="${STAGE2_HOURS:-0.45}" trainer.optimizer=AdamW trainer.lr0=0.001 \
-    trainer.warmup_epochs=0 trainer.close_mosaic=4 hydra.run.dir="$stage2" "$@"
+if [[ ! -f "$run/railcar_obb.json" ]]; then
+    resume=()
+    last="$run/ultralytics/weights/last.pt"
+    [[ -f "$last" ]] && resume=("trainer.resume=$last")
+    python -m detector.train experiment=synthetic_randomised trainer.time="${HOURS:-1.6}" \
+        hydra.run.dir="$run" "${resume[@]}" "$@"
+fi
 
-# Calibration scenes: the experiment's scene settings, other seeds.
+# Calibration scenes: the experiment's scene settings, other seeds (made once, then reused).
 python - "$calib" <<'PY'
 import sys
 
-from detector.evaluate.experiments import synth_config, training_scene_settings
-from detector.synth import write_scenes
+from detector.evaluate.experiments import make_scenes, training_scene_settings
 
-write_scenes(synth_config(sys.argv[1], 16, 5000, training_scene_settings()))
+make_scenes(sys.argv[1], 24, 5000, training_scene_settings())
 PY
-python -m detector.train.recalibrate weights="$stage2/railcar_obb.pt" scenes="$calib"
+python -m detector.train.recalibrate weights="$run/railcar_obb.pt" scenes="$calib"
 
 mkdir -p "$assets"
 # Copy under temporary names, then rename, so the package never holds half a bundle.
-cp -- "$stage2/railcar_obb.pt" "$assets/.railcar_obb.pt.partial"
-cp -- "$stage2/railcar_obb.json" "$assets/.railcar_obb.json.partial"
+cp -- "$run/railcar_obb.pt" "$assets/.railcar_obb.pt.partial"
+cp -- "$run/railcar_obb.json" "$assets/.railcar_obb.json.partial"
 mv -- "$assets/.railcar_obb.pt.partial" "$assets/railcar_obb.pt"
 mv -- "$assets/.railcar_obb.json.partial" "$assets/railcar_obb.json"
 

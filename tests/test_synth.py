@@ -86,7 +86,8 @@ def test_m_per_px_scales_car_pixel_lengths():
     for m in (0.3, 0.6):
         only_freight = {"freight_car": 1.0, "covered_car": 0.0, "tank_car": 0.0,
                         "locomotive": 0.0}
-        scene = generate_scene(small(m_per_px=m, class_mix=only_freight), seed=5)
+        scene = generate_scene(small(m_per_px=m, class_mix=only_freight,
+                                     randomised={"sensor": {"scale_jitter": 1.0}}), seed=5)
         pix = [map_to_pixel(p.corners, scene.transform) for p in scene.labels]
         lengths = np.array([corners_to_obb(c)[2] for c in pix])
         assert np.all((lengths * m > 11.9) & (lengths * m < 17.1))  # metres, freight cars

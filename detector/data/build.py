@@ -28,7 +28,7 @@ from detector.data.split import (
     scene_blocks,
     scenes_are_enough,
 )
-from detector.data.synthetic import generate_scenes
+from detector.data.synthetic import generate_scenes, synth_fingerprint
 from detector.data.writer import TASKS, DatasetWriter, write_data_yaml, write_dataset_json
 from detector.data.yolo import find_data_yaml, scan_yolo_dataset
 from detector.errors import DetectorError
@@ -306,7 +306,7 @@ def _check_counts(writer: DatasetWriter, problems: list[str], split_cfg: dict[st
 def _info(settings: dict[str, Any], task: str, counts: dict[str, Any],
           problems: list[str]) -> dict[str, Any]:
     """dataset.json body shared by every source."""
-    return {
+    info = {
         "format": FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": settings["source"],
@@ -322,6 +322,9 @@ def _info(settings: dict[str, Any], task: str, counts: dict[str, Any],
         "problems": problems,
         "config": settings,
     }
+    if settings["source"] == "synthetic":  # the whole generator config, not only overrides
+        info["synth"] = synth_fingerprint(settings.get("synth"))
+    return info
 
 
 def _summary(counts: dict[str, Any], problems: list[str], out: Path) -> None:

@@ -29,6 +29,36 @@ def synth_overrides(block: Mapping[str, Any] | DictConfig | None, prefix: str = 
     return out
 
 
+# Keys that choose where and how scenes are written, not what their pixels are.
+_NOT_CONTENT = ("out", "jobs", "render", "render_crop", "render_zoom", "hydra")
+
+
+def compose_synth(block: Mapping[str, Any] | DictConfig | None, out_dir: str | Path = "."
+                  ) -> DictConfig:
+    """The full synth config (``conf/synth.yaml`` + the ``data.synth`` overrides).
+
+    Raises:
+        DetectorError: an override names a key conf/synth.yaml does not have.
+    """
+    try:
+        return compose("synth", [f"out={json.dumps(str(out_dir))}", *synth_overrides(block)])
+    except (HydraException, OmegaConfBaseException) as err:
+        raise DetectorError(
+            f"data.synth: {str(err).splitlines()[0]}; use keys of conf/synth.yaml") from err
+
+
+def synth_fingerprint(block: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    """Everything that determines the generated pixels: the composed config + generator version.
+
+    Dataset caches key on this, so editing conf/synth.yaml or the generator invalidates them.
+    """
+    from detector.synth.scene import GENERATOR_VERSION
+
+    cfg = OmegaConf.to_container(compose_synth(block), resolve=True)
+    return {"generator_version": GENERATOR_VERSION,
+            "config": {k: v for k, v in cfg.items() if k not in _NOT_CONTENT}}
+
+
 def generate_scenes(block: Mapping[str, Any] | DictConfig | None, out_dir: str | Path) -> Path:
     """Write synthetic scenes (``scene_NNN.tif`` + ``.geojson``) into ``out_dir``.
 
@@ -39,17 +69,8 @@ def generate_scenes(block: Mapping[str, Any] | DictConfig | None, out_dir: str |
     Returns:
         ``out_dir``.
     """
-    try:
-        from detector.synth import write_scenes
-    except ImportError as err:
-        raise DetectorError(
-            f"detector.synth.write_scenes is not available ({err}); update the package or "
-            "use data=geojson with your own scenes") from err
+    from detector.synth import write_scenes
+
     out_dir = Path(out_dir)
-    try:
-        cfg = compose("synth", [f"out={json.dumps(str(out_dir))}", *synth_overrides(block)])
-    except (HydraException, OmegaConfBaseException) as err:
-        raise DetectorError(
-            f"data.synth: {str(err).splitlines()[0]}; use keys of conf/synth.yaml") from err
-    write_scenes(cfg)
+    write_scenes(compose_synth(block, out_dir))
     return out_dir

@@ -21,6 +21,10 @@ from detector.raster import open_raster, write_geotiff
 
 log = logging.getLogger(__name__)
 
+# The experiment that trains the bundled model (scripts/build_bundled_model.sh): scenes drawn
+# with its settings and other seeds are "in style" for the bundled model.
+BUNDLED_EXPERIMENT = "synthetic_randomised"
+
 # Figures every experiment reports for a condition (report.json paths).
 HEADLINE = {
     "wagon_mae": ("counting", "wagons", "mae"),
@@ -49,7 +53,7 @@ def synth_config(out: str | Path, n_scenes: int, seed: int,
     return cfg
 
 
-def training_scene_settings(experiment: str = "synthetic_default") -> dict[str, Any]:
+def training_scene_settings(experiment: str = BUNDLED_EXPERIMENT) -> dict[str, Any]:
     """The synth settings (dotted keys) a training experiment generated its scenes with.
 
     Scenes made with them and other seeds are "in style" for the model that experiment

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from detector.geometry import map_to_pixel
 from detector.labels import write_geojson
@@ -83,7 +86,8 @@ def render_quicklook(scene: SyntheticScene, path: str | Path, crop: int | None =
 def write_scenes(cfg: DictConfig) -> list[Path]:
     """Write ``cfg.n_scenes`` scenes to ``cfg.out``: ``scene_NNN.tif`` + ``.geojson`` (+ ``.png``).
 
-    Scene ``i`` is seeded from ``(cfg.seed, i)``, so it does not depend on ``n_scenes``.
+    Scene ``i`` is seeded from ``(cfg.seed, i)``, so it does not depend on ``n_scenes`` nor on
+    ``cfg.jobs`` (scenes written by that many worker processes).
 
     Returns:
         The GeoTIFF paths, in order.
@@ -91,20 +95,29 @@ def write_scenes(cfg: DictConfig) -> list[Path]:
     cfg = resolve_config(cfg)
     out = Path(str(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(int(cfg.n_scenes)):
-        site_seed = None if cfg.get("site_seed") is None else int(cfg.site_seed)
-        scene = generate_scene(cfg, scene_seed(int(cfg.seed), i), site_seed)
-        tif = out / f"scene_{i:03d}.tif"
-        write_geotiff(tif, scene.image, scene.transform, scene.crs, nodata=scene.nodata,
-                      tiled=True)
-        write_geojson(tif.with_suffix(".geojson"), scene.labels, scene.crs)
-        if cfg.render:
-            crop = None if cfg.render_crop is None else int(cfg.render_crop)
-            render_quicklook(scene, tif.with_suffix(".png"), crop=crop,
-                             zoom=float(cfg.render_zoom))
-        paths.append(tif)
-    return paths
+    indices = range(int(cfg.n_scenes))
+    jobs = max(1, int(cfg.get("jobs") or 1))
+    if jobs == 1 or len(indices) < 2:
+        return [write_one_scene(cfg, i) for i in tqdm(indices, desc="scenes", disable=None)]
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        return list(tqdm(pool.map(write_one_scene, [plain] * len(indices), indices),
+                         total=len(indices), desc="scenes", disable=None))
+
+
+def write_one_scene(cfg: DictConfig | dict, index: int) -> Path:
+    """Generate scene ``index`` of a run and write its GeoTIFF, labels (and quicklook)."""
+    cfg = resolve_config(cfg)
+    out = Path(str(cfg.out))
+    site_seed = None if cfg.get("site_seed") is None else int(cfg.site_seed)
+    scene = generate_scene(cfg, scene_seed(int(cfg.seed), index), site_seed)
+    tif = out / f"scene_{index:03d}.tif"
+    write_geotiff(tif, scene.image, scene.transform, scene.crs, nodata=scene.nodata, tiled=True)
+    write_geojson(tif.with_suffix(".geojson"), scene.labels, scene.crs)
+    if cfg.render:
+        crop = None if cfg.render_crop is None else int(cfg.render_crop)
+        render_quicklook(scene, tif.with_suffix(".png"), crop=crop, zoom=float(cfg.render_zoom))
+    return tif
 
 
 def class_counts(labels_per_scene: list[list]) -> dict[str, int]:

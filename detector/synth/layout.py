@@ -265,7 +265,8 @@ def _choose_kind(rng: np.random.Generator, cls: str, kinds: dict[str, float]) ->
     return kind
 
 
-def _free_interval(track: Track, s: float) -> tuple[float, float] | None:
+def free_interval(track: Track, s: float) -> tuple[float, float] | None:
+    """The free stretch ``(lo, hi)`` of ``track`` around arc length ``s``, or None if taken."""
     lo, hi = track.usable
     if not lo <= s < hi:
         return None
@@ -305,7 +306,7 @@ def place_vehicles(cfg: Any, rng: np.random.Generator, yard: Yard) -> list[Vehic
         if sum(pool.values()) == 0:
             break
         track = tracks[int(rng.choice(len(tracks), p=weights / weights.sum()))]
-        interval = _free_interval(track, float(rng.uniform(*track.usable)))
+        interval = free_interval(track, float(rng.uniform(*track.usable)))
         if interval is None or interval[1] - interval[0] < 25:
             continue
         lo, hi = interval

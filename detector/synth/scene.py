@@ -15,15 +15,22 @@ from shapely.geometry import Polygon, box
 from detector.errors import DetectorError
 from detector.geometry import pixel_to_map
 from detector.labels import LabelledPolygon
-from detector.synth import sensor, terrain, tracks
+from detector.synth import appearance, negatives, sensor, terrain, tracks
 from detector.synth.draw import Canvas, sample
 from detector.synth.layout import CLASSES, Occupancy, place_vehicles, plan_yard
 from detector.synth.vehicles import cast_vehicle_shadows, draw_vehicles
 
-_STREAMS = ("yard", "vehicles", "terrain", "style", "draw", "sensor", "georef")
+# Append new streams at the end: SeedSequence children depend on their index only, so the
+# earlier streams (and the classic scenes) stay the same.
+_STREAMS = ("yard", "vehicles", "terrain", "style", "draw", "sensor", "georef", "appearance",
+            "negatives")
 # Streams that belong to the place rather than the day: with a ``site_seed`` they are drawn
 # from it, so scenes of one site on different dates share layout, ground and georeferencing.
 SITE_STREAMS = ("yard", "terrain", "georef")
+APPEARANCES = ("randomised", "classic")
+# Bump when the same config and seed give different pixels or labels: synthetic dataset caches
+# are keyed on it (detector.data.synthetic.synth_fingerprint).
+GENERATOR_VERSION = "2"
 
 
 @dataclass
@@ -83,6 +90,9 @@ def validate(cfg: DictConfig) -> None:
         raise DetectorError(f"{where}: vehicles.min/max must satisfy 0 <= min <= max")
     if int(cfg.supersample) < 1:
         raise DetectorError(f"{where}: supersample must be >= 1")
+    if cfg.appearance not in APPEARANCES:
+        raise DetectorError(f"{where}: appearance={cfg.appearance!r} is unknown; use one of "
+                            f"{list(APPEARANCES)}")
 
 
 def _footprint(rng: np.random.Generator, cfg: DictConfig, width: int, height: int
@@ -119,16 +129,27 @@ def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = No
     """
     cfg = resolve_config(cfg)
     rngs = stream_rngs(seed, site_seed)
+    randomised = cfg.appearance == "randomised"
+    sen = None
+    if randomised:  # this scene's palettes, ground colours and sensor model
+        cfg = cfg.copy()
+        cfg.style = appearance.scene_style(cfg, rngs["appearance"])
+        sen = appearance.sample_sensor(cfg.randomised, rngs["appearance"])
     width, height = (int(s) for s in cfg.size)
     m = float(cfg.m_per_px)
+    m_draw = m * sen["scale"] if sen else m  # scale jitter: objects look bigger or smaller
     ss = int(cfg.supersample)
-    extent = (width * m, height * m)
-    canvas = Canvas(height * ss, width * ss, ss / m)
+    extent = (width * m_draw, height * m_draw)
+    canvas = Canvas(height * ss, width * ss, ss / m_draw)
     st = sensor.sample_style(cfg.style, rngs["style"])
     track_style = tracks.sample_track_style(rngs["style"], cfg)
+    if randomised:
+        track_style = appearance.track_style(rngs["appearance"], cfg.randomised, track_style)
 
     yard = plan_yard(cfg.yard, rngs["yard"], extent)
     vehicles = place_vehicles(cfg, rngs["vehicles"], yard)
+    coaches = (negatives.place_coaches(cfg.negatives, rngs["negatives"], yard)
+               if cfg.negatives.enabled else [])
 
     rail = Occupancy(*extent)
     for t in yard.tracks + yard.connectors:
@@ -139,20 +160,25 @@ def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = No
 
     terrain_rng = rngs["terrain"]
     terrain.draw_ground(canvas, cfg, terrain_rng, extent)
+    if randomised:
+        appearance.ground_texture(canvas.img, canvas.k, rngs["appearance"], cfg.randomised)
     roads = terrain.draw_roads(canvas, cfg, terrain_rng, extent, occ, yard)
     tracks.draw_tracks(canvas, yard, rngs["draw"], track_style, extent)
     things = terrain.plan_things(cfg, terrain_rng, extent, occ, rail, yard, roads, canvas)
+    if cfg.negatives.enabled:
+        things += negatives.plan_negatives(cfg.negatives, cfg.style, rngs["negatives"], extent,
+                                           occ, yard, canvas)
     sensor.add_texture(canvas.img, st["texture"], canvas.k, rngs["draw"])
 
     terrain.cast_things(canvas, things, st["shadow"])
-    cast_vehicle_shadows(canvas, vehicles, st["shadow"])
+    cast_vehicle_shadows(canvas, vehicles + coaches, st["shadow"])
     tracks.cast_catenary(canvas, yard, st["shadow"], track_style["mast_height"])
     sensor.apply_shadows(canvas.img, canvas.shadow, st["shadow_strength"], canvas.k)
     canvas.shadow = None  # free memory early
 
     body = np.zeros(canvas.shape, np.uint8)
     terrain.draw_things(canvas, things, st["sun"], rngs["draw"])
-    draw_vehicles(canvas, vehicles, cfg.style, st["sun"], rngs["draw"], body)
+    draw_vehicles(canvas, vehicles + coaches, cfg.style, st["sun"], rngs["draw"], body)
     tracks.draw_catenary(canvas, yard, track_style["catenary"])
 
     size = (width, height)
@@ -162,7 +188,7 @@ def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = No
     del canvas
 
     srng = rngs["sensor"]
-    rgb = sensor.imaging(clean, st, srng)
+    rgb = appearance.sensor_chain(clean, st, sen, srng) if sen else sensor.imaging(clean, st, srng)
     rgb8 = sensor.jpeg(np.clip(np.round(rgb), 0, 255).astype(np.uint8), st["jpeg"])
     bands = [rgb8.astype(np.float32)[..., i] for i in range(3)]
     if cfg.nir:
@@ -193,7 +219,7 @@ def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = No
 
     labels = []
     for v in vehicles:
-        pix = v.corners / m
+        pix = v.corners / m_draw
         if not Polygon(pix).intersects(frame):
             continue
         labels.append(LabelledPolygon(pixel_to_map(pix, transform), v.cls, {"kind": v.kind}))

@@ -265,7 +265,7 @@ def draw_things(canvas: Canvas, things: list[Thing], sun: np.ndarray,
             canvas.poly(half1, np.clip(t.color * (1.15 if lit else 0.8), 0, 255))
             canvas.poly(np.stack([a, b, c[2], c[3]]),
                         np.clip(t.color * (0.8 if lit else 1.15), 0, 255))
-        elif t.kind in ("long_building", "shed"):
+        elif t.kind in ("long_building", "shed", "canopy"):
             inner = centre + (c - centre) * 0.96
             canvas.poly(inner, t.color)
             length = np.hypot(*(c[1] - c[0]))
@@ -284,5 +284,13 @@ def draw_things(canvas: Canvas, things: list[Thing], sun: np.ndarray,
             trailer = np.stack([c[0], c[1] - d * 2.8, c[2] - d * 2.8, c[3]])
             canvas.poly(trailer, np.clip(rng.choice([0.6, 1.0]) * t.color * 0.5 + 100, 0, 255))
             canvas.poly(cab, t.color)
+        elif t.kind == "trailer":  # semi-trailer without its tractor: ribbed roof
+            inner = centre + (c - centre) * 0.94
+            canvas.poly(inner, np.clip(t.color * 0.5 + 100, 0, 255))
+            length = np.hypot(*(c[1] - c[0]))
+            d = (c[1] - c[0]) / max(length, 1e-6)
+            segs = np.stack([np.stack([c[0] + d * s, c[3] + d * s])
+                             for s in np.arange(0.6, length, 0.6)])
+            canvas.lines(segs, np.clip(t.color * 0.4 + 80, 0, 255), 0.08)
         elif t.kind == "car":
             canvas.poly(centre + (c - centre) * 0.6, (40, 44, 50))

@@ -62,16 +62,18 @@ def draw_tracks(canvas: Canvas, yard: Yard, rng: np.random.Generator, style: dic
     clipped = [_clip(t.pts, extent) for t in tracks]
     clipped = [c for c in clipped if len(c) >= 2]
     for pts in clipped:  # ballast beds, rust-stained and varied per track
-        canvas.line(pts, np.asarray(style["bed"]) * rng.uniform(0.85, 1.1), 3.2)
-    for pts in clipped:
+        canvas.line(pts, np.asarray(style["bed"]) * rng.uniform(0.85, 1.1),
+                    style.get("bed_width", 3.2))
+    gauge = style.get("gauge", GAUGE_M)
+    for pts in clipped if style.get("sleepers", True) else []:
         xy, t = _resample(pts, SLEEPER_M)
         if not len(xy):
             continue
-        n = np.stack([-t[:, 1], t[:, 0]], 1) * 1.3
+        n = np.stack([-t[:, 1], t[:, 0]], 1) * 1.3 * (gauge / GAUGE_M)
         canvas.lines(np.stack([xy - n, xy + n], 1), style["sleeper"], 0.22)
     for pts in clipped:
         for side in (-1, 1):
-            rail = _offset(pts, side * GAUGE_M / 2)
+            rail = _offset(pts, side * gauge / 2)
             if len(rail) >= 2:
                 canvas.line(rail, style["rail"], 0.2)
     for track in yard.tracks:  # buffer stops at siding ends inside the scene

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from detector.synth.draw import Canvas, jitter, local
-from detector.synth.layout import Vehicle
+from detector.synth.layout import CLASSES, Vehicle
 
 
 def pick(rng: np.random.Generator, colors: Any) -> np.ndarray:
@@ -83,6 +83,18 @@ def draw_vehicle(canvas: Canvas, v: Vehicle, style: Any, sun: np.ndarray,
     f = _Frame(canvas, v, sun)
     drawer = _DRAWERS[v.kind.split("_")[0]]
     drawer(f, v, style, block, rng)
+    extra = style.get("randomised")
+    if extra and v.kind != "coach" and rng.random() < extra["weathered_prob"]:
+        _weather(f, v, rng)
+
+
+def _weather(f: _Frame, v: Vehicle, rng: np.random.Generator) -> None:
+    """Rust streaks and faded patches on a car body (randomised appearance only)."""
+    L, W = v.length / 2, v.width / 2
+    rust = np.asarray(jitter(rng, (125, 70, 45), 0.15))
+    for _ in range(int(rng.integers(2, 7))):
+        u = rng.uniform(-L, L - 1)
+        f.box(u, u + rng.uniform(0.4, 3.0), -W + 0.1, W - 0.1, rust, rng.uniform(0.2, 0.55))
 
 
 def _shade(color: np.ndarray, factor: float) -> np.ndarray:
@@ -291,6 +303,9 @@ def _tarp(f: _Frame, v: Vehicle, style: Any, block: np.random.Generator,
         half = rng.uniform(0.12, 0.4)
         quad = np.array([[u - half, -W], [u + half, -W], [u + du + half, W], [u + du - half, W]])
         f.c.blend(f.pts(quad), _shade(base, rng.choice([0.72, 1.25])), rng.uniform(0.2, 0.45))
+    extra = style.get("randomised")
+    if extra:
+        _tarp_variant(f, v, base, over_side, extra, style, block, rng)
     rope = (205, 200, 180) if block.random() < 0.6 else (40, 40, 40)
     step = block.uniform(1.2, 2.6)
     for u in np.arange(-L + step / 2, L, step) + rng.normal(0, 0.15):
@@ -304,6 +319,58 @@ def _tarp(f: _Frame, v: Vehicle, style: Any, block: np.random.Generator,
                                   [-L, ridge + 0.05]])), rope, 0.35)
 
 
+def _tarp_variant(f: _Frame, v: Vehicle, base: np.ndarray, over_side: float, extra: Any,
+                 style: Any, block: np.random.Generator, rng: np.random.Generator) -> None:
+    """Randomised tarps: faded, two-tone, patterned, or partly folded back over the load."""
+    L, W = v.length / 2, v.width / 2
+    half = W + over_side
+    if block.random() < extra["tarp_faded_prob"]:  # sun-bleached: washed towards pale grey
+        f.box(-L, L, -half, half, (205, 205, 200), rng.uniform(0.25, 0.55))
+    other = np.asarray(jitter(rng, pick(block, style.tarp_colors), 0.1))
+    r = block.random()
+    if r < extra["tarp_two_tone_prob"]:  # two sheets of different colours
+        split = rng.uniform(-L * 0.6, L * 0.6)
+        f.box(split, L, -half, half, other, 0.9)
+    elif r < extra["tarp_two_tone_prob"] + extra["tarp_pattern_prob"]:
+        step = rng.uniform(0.5, 2.0)
+        if rng.random() < 0.5:  # stripes across the car
+            for u in np.arange(-L, L, 2 * step):
+                f.box(u, min(u + step, L), -half, half, other, 0.7)
+        else:  # stripes along it
+            for vv in np.arange(-half, half, 2 * step / 3):
+                f.box(-L, L, vv, min(vv + step / 3, half), other, 0.7)
+    if rng.random() < extra["tarp_folded_prob"]:  # folded back: the load shows at one end
+        end = 1 if rng.random() < 0.5 else -1
+        fold = rng.uniform(0.2, 0.5) * 2 * L
+        u0, u1 = sorted((end * L, end * (L - fold)))
+        load_names = sorted(style.loads)
+        load = np.asarray(jitter(rng, style.loads[load_names[int(rng.integers(len(load_names)))]],
+                                 0.1))
+        f.box(u0, u1, -W, W, (70, 62, 56))
+        f.box(u0 + 0.2, u1 - 0.2, -W + 0.2, W - 0.2, load)
+        roll = end * (L - fold)
+        f.box(roll - 0.5, roll + 0.5, -half, half, _shade(base, 0.7))
+
+
+def _coach(f: _Frame, v: Vehicle, style: Any, block: np.random.Generator,
+           rng: np.random.Generator) -> None:
+    """A passenger, commuter or metro coach: long roof, roof units, window rows (not counted)."""
+    L, W = v.length / 2, v.width / 2
+    paint = np.asarray(jitter(rng, pick(block, style.coach_colors), 0.05))
+    roof = np.asarray(jitter(rng, paint * 0.5 + np.array([110, 110, 110]) * block.uniform(0.4, 1.0),
+                             0.05))
+    f.box(-L, L, -W, W, _shade(paint, 0.8))
+    f.box(-L + 0.6, L - 0.6, -W + 0.25, W - 0.25, roof)
+    side = 1 if f.lit > 0 else -1
+    f.box(-L + 0.6, L - 0.6, side * (W - 0.25), side * W, _shade(paint, 1.1))
+    for u in np.arange(-L + 1.5, L - 1.5, block.uniform(1.4, 2.2)):  # window row at the edge
+        f.box(u, u + 0.8, -side * W, -side * (W - 0.22), (28, 32, 40))
+    for u in np.linspace(-L + 3, L - 3, int(block.integers(1, 4))):  # roof units
+        f.box(u - 1.1, u + 1.1, -0.8, 0.8, _shade(roof, block.uniform(0.7, 1.3)))
+    for end in (-1, 1):  # gangway bellows, dark
+        f.box(end * L - 0.3, end * L + 0.3, -0.9, 0.9, (40, 40, 42))
+
+
 _DRAWERS = {
     "boxcar": _boxcar,
     "gondola": _gondola,
@@ -312,6 +379,7 @@ _DRAWERS = {
     "tank": _tank,
     "locomotive": _locomotive,
     "tarp": _tarp,
+    "coach": _coach,
 }
 
 
@@ -335,4 +403,5 @@ def draw_vehicles(canvas: Canvas, vehicles: list[Vehicle], style: Any, sun: np.n
     """
     for v in vehicles:
         draw_vehicle(canvas, v, style, sun, rng)
-        canvas.poly(v.corners, 1, target=body)
+        if v.cls in CLASSES:  # passenger coaches are drawn but never labelled
+            canvas.poly(v.corners, 1, target=body)

@@ -17,14 +17,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from detector.atomic import atomic_path
+from detector.atomic import atomic_path, sha256_file
 from detector.bundle import write_card
 from detector.errors import DetectorError
 from detector.train import offline  # sets YOLO_OFFLINE before ultralytics loads
 from detector.train.augment import build_augmentations, ultralytics_hyp
 from detector.train.calibrate import calibrate, collect_candidates, split_images
 from detector.train.card import build_card, chip_size, yolo_metrics
-from detector.train.model import build_model
+from detector.train.model import build_model, resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def train(cfg: DictConfig) -> Path:
         nms=OmegaConf.to_container(cfg.calibration.nms, resolve=True),
         val_metrics=val_metrics, test_metrics=test_metrics,
         training={"arch": str(cfg.model.arch), "init": str(cfg.model.get("init")),
+                  "init_weights": init_provenance(cfg.model.get("init")),
                   "epochs_run": int(getattr(trainer, "epoch", -1)) + 1,
                   "epochs": int(trainer.args.epochs), "hours": _hours(trainer),
                   "device": str(trainer.device), "seed": int(trainer.args.seed),
@@ -107,6 +108,22 @@ def train(cfg: DictConfig) -> Path:
 
 # -- pieces -----------------------------------------------------------------------------
 
+def init_provenance(init: str | None) -> dict[str, Any] | None:
+    """What training started from: the init weights' path, sha256 and (for a bundle) card facts.
+
+    Read when the card is written; the build script replaces the bundled model only after that.
+    """
+    path = resolve_init(init)
+    if path is None:
+        return None
+    out: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
+    card_file = path.with_suffix(".json")
+    if card_file.is_file():
+        card = json.loads(card_file.read_text())
+        out.update({k: card.get(k) for k in ("created", "git_commit", "training")})
+    return out
+
+
 def output_dir(cfg: DictConfig) -> Path:
     """This run's folder (``paths.output_dir``), created."""
     try:
@@ -119,9 +136,18 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def dataset_key(data_cfg: DictConfig, task: str) -> str:
-    """A short stable name for a data config + task (built datasets are reused by key)."""
-    text = json.dumps({"data": OmegaConf.to_container(data_cfg, resolve=True), "task": task},
-                      sort_keys=True)
+    """A short stable name for a data config + task (built datasets are reused by key).
+
+    For synthetic data the key covers the composed conf/synth.yaml and the generator version,
+    not only the overrides in ``data.synth``.
+    """
+    content: dict[str, Any] = {"data": OmegaConf.to_container(data_cfg, resolve=True),
+                               "task": task}
+    if data_cfg.get("source") == "synthetic":
+        from detector.data.synthetic import synth_fingerprint
+
+        content["synth"] = synth_fingerprint(data_cfg.get("synth"))
+    text = json.dumps(content, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     return f"{data_cfg.get('source', 'data')}-{task}-{digest}"
 
