@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import cv2
 import numpy as np
@@ -129,23 +130,37 @@ def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = No
     """
     cfg = resolve_config(cfg)
     rngs = stream_rngs(seed, site_seed)
-    randomised = cfg.appearance == "randomised"
     sen = None
-    if randomised:  # this scene's palettes, ground colours and sensor model
+    if cfg.appearance == "randomised":  # this scene's palettes, ground colours and sensor
         cfg = cfg.copy()
         cfg.style = appearance.scene_style(cfg, rngs["appearance"])
         sen = appearance.sample_sensor(cfg.randomised, rngs["appearance"])
-    width, height = (int(s) for s in cfg.size)
     m = float(cfg.m_per_px)
     m_draw = m * sen["scale"] if sen else m  # scale jitter: objects look bigger or smaller
+    st = sensor.sample_style(cfg.style, rngs["style"])
+    track_style = tracks.sample_track_style(rngs["style"], cfg)
+    if sen:
+        track_style = appearance.track_style(rngs["appearance"], cfg.randomised, track_style)
+    clean, body_mask, vehicles = paint_scene(cfg, rngs, m_draw, st, track_style)
+    image = sensor_image(cfg, rngs["sensor"], clean, st, sen)
+    del clean
+    return georeference(cfg, rngs["georef"], image, body_mask, vehicles, m, m_draw)
+
+
+def paint_scene(cfg: DictConfig, rngs: dict[str, np.random.Generator], m_draw: float,
+                st: dict[str, Any], track_style: dict[str, Any]
+                ) -> tuple[np.ndarray, np.ndarray, list]:
+    """Lay out and draw a scene as the ground would look (before the sensor), downsampled.
+
+    Returns:
+        (clean RGB float image (H, W, 3), body mask (H, W) of labelled vehicles, the
+        labelled vehicles).
+    """
+    width, height = (int(s) for s in cfg.size)
     ss = int(cfg.supersample)
     extent = (width * m_draw, height * m_draw)
     canvas = Canvas(height * ss, width * ss, ss / m_draw)
-    st = sensor.sample_style(cfg.style, rngs["style"])
-    track_style = tracks.sample_track_style(rngs["style"], cfg)
-    if randomised:
-        track_style = appearance.track_style(rngs["appearance"], cfg.randomised, track_style)
-
+    randomised = cfg.appearance == "randomised"
     yard = plan_yard(cfg.yard, rngs["yard"], extent)
     vehicles = place_vehicles(cfg, rngs["vehicles"], yard)
     coaches = (negatives.place_coaches(cfg.negatives, rngs["negatives"], yard)
@@ -185,27 +200,34 @@ def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = No
     clean = cv2.resize(canvas.img, size, interpolation=cv2.INTER_AREA) if ss > 1 else canvas.img
     body_mask = (cv2.resize(body.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
                  if ss > 1 else body.astype(bool))
-    del canvas
+    return clean, body_mask, vehicles
 
-    srng = rngs["sensor"]
-    rgb = appearance.sensor_chain(clean, st, sen, srng) if sen else sensor.imaging(clean, st, srng)
+
+def sensor_image(cfg: DictConfig, rng: np.random.Generator, clean: np.ndarray,
+                 st: dict[str, Any], sen: dict[str, Any] | None) -> np.ndarray:
+    """The imaging chain: blur, noise, JPEG, an optional NIR band, quantisation (C, H, W)."""
+    rgb = appearance.sensor_chain(clean, st, sen, rng) if sen else sensor.imaging(clean, st, rng)
     rgb8 = sensor.jpeg(np.clip(np.round(rgb), 0, 255).astype(np.uint8), st["jpeg"])
     bands = [rgb8.astype(np.float32)[..., i] for i in range(3)]
     if cfg.nir:
-        bands.append(sensor.nir_band(clean, srng))
-    image = sensor.quantise(np.stack(bands), str(cfg.dtype), st, srng)
+        bands.append(sensor.nir_band(clean, rng))
+    return sensor.quantise(np.stack(bands), str(cfg.dtype), st, rng)
 
-    g = rngs["georef"]
-    easting = round(sample(g, cfg.crs.easting))
-    northing = round(sample(g, cfg.crs.northing))
+
+def georeference(cfg: DictConfig, rng: np.random.Generator, image: np.ndarray,
+                 body_mask: np.ndarray, vehicles: list, m: float, m_draw: float
+                 ) -> SyntheticScene:
+    """Place the image on the map, cut the nodata footprint, and label what is visible."""
+    height, width = image.shape[1:]
+    easting = round(sample(rng, cfg.crs.easting))
+    northing = round(sample(rng, cfg.crs.northing))
     transform = Affine(m, 0.0, float(easting), 0.0, -m, float(northing))
     crs = CRS.from_epsg(int(cfg.crs.epsg))
-
     frame = box(0, 0, width, height)
     nodata = None
     if cfg.nodata_margin:
         nodata = int(cfg.nodata)
-        corners = _footprint(g, cfg, width, height)
+        corners = _footprint(rng, cfg, width, height)
         valid = np.zeros((height, width), np.uint8)
         cv2.fillPoly(valid, [np.round((corners - 0.5) * 16).astype(np.int32)], 1,
                      cv2.LINE_8, 4)
@@ -216,11 +238,9 @@ def generate_scene(cfg: DictConfig | dict, seed: int, site_seed: int | None = No
         image[:, valid] = data
         body_mask &= valid
         frame = frame.intersection(Polygon(corners))
-
     labels = []
     for v in vehicles:
         pix = v.corners / m_draw
-        if not Polygon(pix).intersects(frame):
-            continue
-        labels.append(LabelledPolygon(pixel_to_map(pix, transform), v.cls, {"kind": v.kind}))
+        if Polygon(pix).intersects(frame):
+            labels.append(LabelledPolygon(pixel_to_map(pix, transform), v.cls, {"kind": v.kind}))
     return SyntheticScene(image, transform, crs, nodata, m, labels, body_mask)

@@ -108,6 +108,9 @@ def plan_things(cfg: Any, rng: np.random.Generator, extent: tuple[float, float],
                 canvas: Canvas) -> list[Thing]:
     """Place off-track objects (and paint the lots and yards they stand on).
 
+    The parts draw from ``rng`` in a fixed order (lot, trucks, buildings, houses, cars,
+    trees), so a scene does not change when one part's code is reorganised.
+
     Args:
         cfg: the whole synth config.
         rng: generator.
@@ -119,72 +122,105 @@ def plan_things(cfg: Any, rng: np.random.Generator, extent: tuple[float, float],
         canvas: target canvas for paved lots.
     """
     tcfg, style = cfg.terrain, cfg.style
-    wm, hm = extent
     things: list[Thing] = []
+    if rng.random() < tcfg.lot_prob:
+        things += freight_lot(tcfg, style, rng, extent, occ, yard, canvas)
+    things += road_vehicles(rng, extent, rail, roads, sample_int(rng, tcfg.trucks), "truck",
+                            style)
+    things += buildings(tcfg, rng, extent, occ)
+    if rng.random() < tcfg.built_prob:
+        things += houses(tcfg, rng, extent, occ)
+    things += road_vehicles(rng, extent, rail, roads, sample_int(rng, tcfg.cars), "car", style)
+    things += trees(rng, extent, occ, sample_int(rng, tcfg.trees))
+    return things
+
+
+def freight_lot(tcfg: Any, style: Any, rng: np.random.Generator, extent: tuple[float, float],
+                occ: Occupancy, yard: Yard, canvas: Canvas) -> list[Thing]:
+    """A paved freight lot beside the yard: containers in rows parallel to the tracks and a
+    long warehouse, the strongest look-alikes of rail cars."""
+    wm, hm = extent
     u = np.array([np.cos(yard.angle), np.sin(yard.angle)])
     v = np.array([-np.sin(yard.angle), np.cos(yard.angle)])
+    side = 1 if rng.random() < 0.5 else -1
+    edge = yard.band[2] if side > 0 else yard.band[0]
+    along = float(np.dot(np.array([wm, hm]) / 2 - yard.origin, u))
+    along += rng.uniform(-0.3, 0.3) * min(wm, hm)
+    depth = rng.uniform(40, 110)
+    length = rng.uniform(120, 0.8 * min(wm, hm) + 120)
+    gap = rng.uniform(14, 30)
+    base = edge + u * (along - float(np.dot(edge - yard.origin, u))) + side * v * gap
+    lot = np.stack([base - u * length / 2, base + u * length / 2,
+                    base + u * length / 2 + side * v * depth,
+                    base - u * length / 2 + side * v * depth])
+    things: list[Thing] = []
+    if not occ.is_free(lot):
+        return things
+    canvas.poly(lot, np.asarray(jitter(rng, CONCRETE, 0.08)))
+    angle = float(np.arctan2(u[1], u[0]))
+    # Containers stand in rows parallel to the tracks, nearly end to end.
+    n_containers = sample_int(rng, tcfg.containers_on_ground)
+    row_v = rng.uniform(4, max(5, depth / 2))
+    row_u = rng.uniform(-length / 2 + 8, 0)
+    for _ in range(n_containers):
+        cl = 12.19 if rng.random() < 0.5 else 6.06
+        if row_u + cl > length / 2 - 4 or rng.random() < 0.05:
+            row_v += rng.uniform(2.8, 6.0)
+            row_u = rng.uniform(-length / 2 + 4, 0)
+        if row_v > depth - 3:
+            break
+        p = base + u * (row_u + cl / 2) + side * v * row_v
+        row_u += cl + rng.uniform(0.3, 1.5) + (rng.random() < 0.15) * rng.uniform(3, 20)
+        corners = rect(p[0], p[1], cl, 2.44, angle)
+        if _try_place(occ, corners, 0.1):
+            things.append(Thing("container", corners, 2.6 * rng.integers(1, 3),
+                                np.asarray(jitter(rng, pick(rng, style.container_colors),
+                                                  0.06)), angle))
+    if rng.random() < 0.7:
+        bl = rng.uniform(60, min(220, length))
+        bw = rng.uniform(15, 30)
+        p = base + u * rng.uniform(-length / 4, length / 4) + side * v * (depth - bw / 2)
+        corners = rect(p[0], p[1], bl, bw, angle)
+        if _try_place(occ, corners, 0.5):
+            things.append(Thing("long_building", corners, rng.uniform(6, 12),
+                                np.asarray(jitter(rng, (175, 175, 172), 0.12)), angle))
+    return things
 
-    # A paved freight lot beside the yard: containers in rows parallel to the tracks,
-    # parked trucks and a long warehouse: the strongest look-alikes of rail cars.
-    if rng.random() < tcfg.lot_prob:
-        side = 1 if rng.random() < 0.5 else -1
-        edge = yard.band[2] if side > 0 else yard.band[0]
-        along = float(np.dot(np.array([wm, hm]) / 2 - yard.origin, u))
-        along += rng.uniform(-0.3, 0.3) * min(wm, hm)
-        depth = rng.uniform(40, 110)
-        length = rng.uniform(120, 0.8 * min(wm, hm) + 120)
-        gap = rng.uniform(14, 30)
-        base = edge + u * (along - float(np.dot(edge - yard.origin, u))) + side * v * gap
-        lot = np.stack([base - u * length / 2, base + u * length / 2,
-                        base + u * length / 2 + side * v * depth,
-                        base - u * length / 2 + side * v * depth])
-        if occ.is_free(lot):
-            canvas.poly(lot, np.asarray(jitter(rng, CONCRETE, 0.08)))
-            angle = float(np.arctan2(u[1], u[0]))
-            # Containers stand in rows parallel to the tracks, nearly end to end.
-            n_containers = sample_int(rng, tcfg.containers_on_ground)
-            row_v = rng.uniform(4, max(5, depth / 2))
-            row_u = rng.uniform(-length / 2 + 8, 0)
-            for _ in range(n_containers):
-                cl = 12.19 if rng.random() < 0.5 else 6.06
-                if row_u + cl > length / 2 - 4 or rng.random() < 0.05:
-                    row_v += rng.uniform(2.8, 6.0)
-                    row_u = rng.uniform(-length / 2 + 4, 0)
-                if row_v > depth - 3:
-                    break
-                p = base + u * (row_u + cl / 2) + side * v * row_v
-                row_u += cl + rng.uniform(0.3, 1.5) + (rng.random() < 0.15) * rng.uniform(3, 20)
-                corners = rect(p[0], p[1], cl, 2.44, angle)
-                if _try_place(occ, corners, 0.1):
-                    things.append(Thing("container", corners, 2.6 * rng.integers(1, 3),
-                                        np.asarray(jitter(rng, pick(rng, style.container_colors),
-                                                          0.06)), angle))
-            if rng.random() < 0.7:
-                bl = rng.uniform(60, min(220, length))
-                bw = rng.uniform(15, 30)
-                p = base + u * rng.uniform(-length / 4, length / 4) + side * v * (depth - bw / 2)
-                corners = rect(p[0], p[1], bl, bw, angle)
-                if _try_place(occ, corners, 0.5):
-                    things.append(Thing("long_building", corners, rng.uniform(6, 12),
-                                        np.asarray(jitter(rng, (175, 175, 172), 0.12)), angle))
 
-    # Trucks on roads and on free ground.
-    for _ in range(sample_int(rng, tcfg.trucks)):
+# Road vehicles: length range, width, lateral offsets from the centreline, height, colour jitter.
+_ROAD_VEHICLES = {"truck": ((8, 16.5), 2.5, (-1.8, 1.8), 3.8, 0.1),
+                  "car": ((4.5, 4.5), 1.8, (-1.6, 1.6, 6.0), 1.5, 0.2)}
+
+
+def road_vehicles(rng: np.random.Generator, extent: tuple[float, float], rail: Occupancy,
+                  roads: list[np.ndarray], count: int, kind: str, style: Any) -> list[Thing]:
+    """Trucks or cars on the roads, never across a level crossing."""
+    wm, hm = extent
+    lengths, width, offsets, height, color_jitter = _ROAD_VEHICLES[kind]
+    things = []
+    for _ in range(count):
         road = roads[int(rng.integers(len(roads)))]
-        t = rng.uniform(0, 1)
-        p = road[0] + (road[1] - road[0]) * t
+        p = road[0] + (road[1] - road[0]) * rng.uniform(0, 1)
         a = float(np.arctan2(*(road[1] - road[0])[::-1]))
-        p = p + np.array([-np.sin(a), np.cos(a)]) * rng.choice([-1.8, 1.8])
+        p = p + np.array([-np.sin(a), np.cos(a)]) * rng.choice(list(offsets))
         if not (0 < p[0] < wm and 0 < p[1] < hm):
             continue
-        length = rng.uniform(8, 16.5)
-        corners = rect(p[0], p[1], length, 2.5, a)
-        if rail.is_free(corners):  # on a road, but never across a level crossing
-            things.append(Thing("truck", corners, 3.8,
-                                np.asarray(jitter(rng, pick(rng, style.container_colors), 0.1)),
-                                a))
+        length = lengths[0] if lengths[0] == lengths[1] else rng.uniform(*lengths)
+        corners = rect(p[0], p[1], length, width, a)
+        if not rail.is_free(corners):
+            continue
+        things.append(Thing(kind, corners, height,
+                            np.asarray(jitter(rng, pick(rng, style.container_colors),
+                                              color_jitter)), a))
+    return things
 
-    # Long buildings, then sheds: kind, count, length, width, margin, height, roof jitter.
+
+def buildings(tcfg: Any, rng: np.random.Generator, extent: tuple[float, float],
+              occ: Occupancy) -> list[Thing]:
+    """Long buildings, then sheds, on free ground."""
+    wm, hm = extent
+    things = []
+    # kind, count, length, width, margin, height, roof jitter
     for kind, count, lengths, widths, margin, heights, roof_jitter in (
             ("long_building", tcfg.long_buildings, (50, 200), (12, 40), 3.0, (6, 14), 0.1),
             ("shed", tcfg.sheds, (10, 30), (3, 9), 2.0, (3, 5), 0.15)):
@@ -197,38 +233,38 @@ def plan_things(cfg: Any, rng: np.random.Generator, extent: tuple[float, float],
                 roof = ROOFS[int(rng.integers(len(ROOFS)))]
                 things.append(Thing(kind, corners, height,
                                     np.asarray(jitter(rng, roof, roof_jitter)), a))
+    return things
 
-    # A built-up area: houses on a street grid, with gardens and trees.
-    if rng.random() < tcfg.built_prob:
-        a = float(rng.uniform(0, np.pi))
-        centre = np.array([rng.uniform(0.1, 0.9) * wm, rng.uniform(0.1, 0.9) * hm])
-        pitch_u, pitch_v = rng.uniform(16, 26), rng.uniform(18, 30)
-        n_houses = sample_int(rng, tcfg.houses)
-        half = max(1, int(np.sqrt(n_houses) * 0.6))
-        for _ in range(n_houses):
-            i, j = rng.integers(-half, half + 1, 2)
-            jit = rng.normal(0, 1.5, 2)
-            p = local(centre[0], centre[1], a, np.array([i * pitch_u + jit[0],
-                                                         j * pitch_v + jit[1]]))
-            hl, hw = rng.uniform(8, 16), rng.uniform(7, 11)
-            corners = rect(p[0], p[1], hl, hw, a + rng.choice([0, np.pi / 2]))
-            if _try_place(occ, corners, 1.5):
-                things.append(Thing("house", corners, rng.uniform(5, 9),
-                                    np.asarray(jitter(rng, ROOFS[int(rng.integers(len(ROOFS)))],
-                                                      0.1)), a))
-    for _ in range(sample_int(rng, tcfg.cars)):
-        road = roads[int(rng.integers(len(roads)))]
-        p = road[0] + (road[1] - road[0]) * rng.uniform(0, 1)
-        a = float(np.arctan2(*(road[1] - road[0])[::-1]))
-        p = p + np.array([-np.sin(a), np.cos(a)]) * rng.choice([-1.6, 1.6, 6.0])
-        corners = rect(p[0], p[1], 4.5, 1.8, a)
-        if 0 < p[0] < wm and 0 < p[1] < hm and rail.is_free(corners):
-            things.append(Thing("car", corners, 1.5,
-                                np.asarray(jitter(rng, pick(rng, style.container_colors), 0.2)),
-                                a))
-    # Trees: clusters of crowns on free ground.
-    n_trees = sample_int(rng, tcfg.trees)
+
+def houses(tcfg: Any, rng: np.random.Generator, extent: tuple[float, float],
+           occ: Occupancy) -> list[Thing]:
+    """A built-up area: houses on a street grid."""
+    wm, hm = extent
+    a = float(rng.uniform(0, np.pi))
+    centre = np.array([rng.uniform(0.1, 0.9) * wm, rng.uniform(0.1, 0.9) * hm])
+    pitch_u, pitch_v = rng.uniform(16, 26), rng.uniform(18, 30)
+    n_houses = sample_int(rng, tcfg.houses)
+    half = max(1, int(np.sqrt(n_houses) * 0.6))
+    things = []
+    for _ in range(n_houses):
+        i, j = rng.integers(-half, half + 1, 2)
+        jit = rng.normal(0, 1.5, 2)
+        p = local(centre[0], centre[1], a, np.array([i * pitch_u + jit[0], j * pitch_v + jit[1]]))
+        hl, hw = rng.uniform(8, 16), rng.uniform(7, 11)
+        corners = rect(p[0], p[1], hl, hw, a + rng.choice([0, np.pi / 2]))
+        if _try_place(occ, corners, 1.5):
+            things.append(Thing("house", corners, rng.uniform(5, 9),
+                                np.asarray(jitter(rng, ROOFS[int(rng.integers(len(ROOFS)))],
+                                                  0.1)), a))
+    return things
+
+
+def trees(rng: np.random.Generator, extent: tuple[float, float], occ: Occupancy,
+          n_trees: int) -> list[Thing]:
+    """Clusters of tree crowns on free ground."""
+    wm, hm = extent
     centres = rng.uniform(0, 1, (max(1, n_trees // 12), 2)) * np.array([wm, hm])
+    things = []
     for _ in range(n_trees):
         c = centres[int(rng.integers(len(centres)))] + rng.normal(0, 25, 2)
         r = rng.uniform(1.8, 5.0)
