@@ -123,8 +123,26 @@ def _track(pts: np.ndarray, extent: tuple[float, float], kind: str, pad: float) 
     return track
 
 
+@dataclass
+class _Frame:
+    """The yard's frame: origin, unit vectors along (u) and across (v) the tracks, reach."""
+
+    origin: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    reach: float
+
+    def at(self, along: np.ndarray | float, across: np.ndarray | float) -> np.ndarray:
+        """Scene points at (along, across) in the yard frame."""
+        along, across = np.asarray(along, float), np.asarray(across, float)
+        return self.origin + along[..., None] * self.u + across[..., None] * self.v
+
+
 def plan_yard(cfg: Any, rng: np.random.Generator, extent: tuple[float, float]) -> Yard:
     """Lay out a yard: parallel tracks at a random angle, sidings, a curved branch, switches.
+
+    The parts draw from ``rng`` in a fixed order, so layouts do not change with the code's
+    organisation.
 
     Args:
         cfg: the ``yard`` config block.
@@ -134,82 +152,102 @@ def plan_yard(cfg: Any, rng: np.random.Generator, extent: tuple[float, float]) -
     w, h = extent
     reach = float(np.hypot(w, h))
     angle = float(rng.uniform(0, np.pi))
-    u = np.array([np.cos(angle), np.sin(angle)])
-    v = np.array([-np.sin(angle), np.cos(angle)])
     origin = np.array([w, h]) / 2 + rng.uniform(-0.2, 0.2, 2) * np.array([w, h])
+    frame = _Frame(origin, np.array([np.cos(angle), np.sin(angle)]),
+                   np.array([-np.sin(angle), np.cos(angle)]), reach)
     pad = float(cfg.edge_pad_m)
+    offsets = _track_offsets(cfg, rng)
+    tracks = _parallel_tracks(cfg, rng, frame, offsets, extent, pad)
+    connectors = _switch_ladders(cfg, rng, frame, offsets)
+    if rng.random() < cfg.curve_prob:
+        tracks += _curved_branch(cfg, rng, frame, offsets, extent, pad)
+    masts = _catenary(cfg, rng, frame, offsets) if rng.random() < cfg.catenary_prob else []
+    margin = sample(rng, cfg.ground_margin_m)
+    band = np.stack([frame.at(-reach, offsets[0] - margin), frame.at(reach, offsets[0] - margin),
+                     frame.at(reach, offsets[-1] + margin), frame.at(-reach, offsets[-1] + margin)])
+    return Yard(origin, angle, tracks, connectors, masts, band)
 
-    n_tracks = sample_int(rng, cfg.tracks)
+
+def _track_offsets(cfg: Any, rng: np.random.Generator) -> np.ndarray:
+    """Across-track positions of the parallel tracks, centred on 0 (some wide gaps)."""
     offsets = [0.0]
-    for _ in range(n_tracks - 1):
+    for _ in range(sample_int(rng, cfg.tracks) - 1):
         gap = sample(rng, cfg.spacing_m)
         if rng.random() < cfg.wide_gap_prob:
             gap += sample(rng, cfg.wide_gap_m)
         offsets.append(offsets[-1] + gap)
-    offsets = np.array(offsets) - np.mean(offsets)
+    return np.array(offsets) - np.mean(offsets)
 
-    def straight(off: float, u0: float, u1: float) -> np.ndarray:
-        us = np.linspace(u0, u1, max(2, int((u1 - u0) / 10) + 2))
-        return origin + us[:, None] * u + off * v
 
-    tracks, connectors = [], []
+def _parallel_tracks(cfg: Any, rng: np.random.Generator, frame: _Frame, offsets: np.ndarray,
+                     extent: tuple[float, float], pad: float) -> list[Track]:
+    """Straight tracks across the scene; sidings end at a buffer stop inside it."""
+    reach = frame.reach
+    tracks = []
     for off in offsets:
         u0, u1 = -reach, reach
-        if rng.random() < cfg.siding_prob:  # a siding ends at a buffer stop inside the scene
+        if rng.random() < cfg.siding_prob:
             if rng.random() < 0.5:
                 u0 = float(rng.uniform(-0.6, 0.3) * reach / 2)
             else:
                 u1 = float(rng.uniform(-0.3, 0.6) * reach / 2)
-        tracks.append(_track(straight(off, u0, u1), extent, "yard", pad))
+        us = np.linspace(u0, u1, max(2, int((u1 - u0) / 10) + 2))
+        tracks.append(_track(frame.at(us, np.full(len(us), off)), extent, "yard", pad))
+    return tracks
 
-    # Switch ladders: diagonal connectors between neighbouring tracks.
+
+def _switch_ladders(cfg: Any, rng: np.random.Generator, frame: _Frame, offsets: np.ndarray
+                    ) -> list[Track]:
+    """Diagonal connectors between neighbouring tracks, at either end of the yard."""
+    connectors = []
     for direction in (-1, 1):
         if rng.random() < cfg.ladder_prob:
-            u_l = float(rng.uniform(0.1, 0.5) * reach / 2) * direction
+            u_l = float(rng.uniform(0.1, 0.5) * frame.reach / 2) * direction
             step = float(sample(rng, cfg.switch_length_m))
             for i in range(len(offsets) - 1):
-                a = origin + (u_l + i * step * direction * 0.9) * u + offsets[i] * v
-                b = a + step * direction * u + (offsets[i + 1] - offsets[i]) * v
+                a = frame.at(u_l + i * step * direction * 0.9, offsets[i])
+                b = a + step * direction * frame.u + (offsets[i + 1] - offsets[i]) * frame.v
                 connectors.append(Track(np.stack([a, b]), kind="connector"))
+    return connectors
 
-    # A group of branch tracks peeling off the yard edge on a curve.
-    if rng.random() < cfg.curve_prob:
-        side = 1 if rng.random() < 0.5 else -1
-        d = 1 if rng.random() < 0.5 else -1
-        edge = offsets[-1] if side > 0 else offsets[0]
-        radius = sample(rng, cfg.curve_radius_m)
-        sweep = np.deg2rad(sample(rng, cfg.curve_sweep_deg))
-        u0 = float(rng.uniform(-0.3, 0.3) * reach / 2)
-        spacing = sample(rng, cfg.spacing_m)
-        for j in range(1, sample_int(rng, cfg.curve_tracks) + 1):
-            r = radius - j * spacing
-            phi = np.linspace(0, sweep, max(8, int(r * sweep / 4)))
-            arc_u = u0 + d * r * np.sin(phi)
-            arc_v = edge + side * (j * spacing + r * (1 - np.cos(phi)))
-            tail = np.linspace(0, reach, 20)[1:]
-            tail_u = arc_u[-1] + d * np.cos(sweep) * tail
-            tail_v = arc_v[-1] + side * np.sin(sweep) * tail
-            lead_u = np.linspace(u0 - d * reach, u0, 40)[:-1]
-            uu = np.concatenate([lead_u, arc_u, tail_u])
-            vv = np.concatenate([np.full(len(lead_u), edge + side * j * spacing), arc_v, tail_v])
-            if d < 0:
-                uu, vv = uu[::-1], vv[::-1]
-            pts = origin + uu[:, None] * u + vv[:, None] * v
-            tracks.append(_track(pts, extent, "branch", pad))
 
-    masts = []
-    if rng.random() < cfg.catenary_prob:
-        spacing = sample(rng, cfg.mast_spacing_m)
-        lo, hi = offsets[0] - 3.5, offsets[-1] + 3.5
-        for uu in np.arange(-reach / 2 + rng.uniform(0, spacing), reach / 2, spacing):
-            masts.append((origin + uu * u + lo * v, origin + uu * u + hi * v))
+def _curved_branch(cfg: Any, rng: np.random.Generator, frame: _Frame, offsets: np.ndarray,
+                   extent: tuple[float, float], pad: float) -> list[Track]:
+    """A group of branch tracks peeling off the yard edge on a curve."""
+    reach = frame.reach
+    side = 1 if rng.random() < 0.5 else -1
+    d = 1 if rng.random() < 0.5 else -1
+    edge = offsets[-1] if side > 0 else offsets[0]
+    radius = sample(rng, cfg.curve_radius_m)
+    sweep = np.deg2rad(sample(rng, cfg.curve_sweep_deg))
+    u0 = float(rng.uniform(-0.3, 0.3) * reach / 2)
+    spacing = sample(rng, cfg.spacing_m)
+    tracks = []
+    for j in range(1, sample_int(rng, cfg.curve_tracks) + 1):
+        r = radius - j * spacing
+        phi = np.linspace(0, sweep, max(8, int(r * sweep / 4)))
+        arc_u = u0 + d * r * np.sin(phi)
+        arc_v = edge + side * (j * spacing + r * (1 - np.cos(phi)))
+        tail = np.linspace(0, reach, 20)[1:]
+        tail_u = arc_u[-1] + d * np.cos(sweep) * tail
+        tail_v = arc_v[-1] + side * np.sin(sweep) * tail
+        lead_u = np.linspace(u0 - d * reach, u0, 40)[:-1]
+        uu = np.concatenate([lead_u, arc_u, tail_u])
+        vv = np.concatenate([np.full(len(lead_u), edge + side * j * spacing), arc_v, tail_v])
+        if d < 0:
+            uu, vv = uu[::-1], vv[::-1]
+        tracks.append(_track(frame.at(uu, vv), extent, "branch", pad))
+    return tracks
 
-    margin = sample(rng, cfg.ground_margin_m)
-    band = np.stack([origin - reach * u + (offsets[0] - margin) * v,
-                     origin + reach * u + (offsets[0] - margin) * v,
-                     origin + reach * u + (offsets[-1] + margin) * v,
-                     origin - reach * u + (offsets[-1] + margin) * v])
-    return Yard(origin, angle, tracks, connectors, masts, band)
+
+def _catenary(cfg: Any, rng: np.random.Generator, frame: _Frame, offsets: np.ndarray
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Portal masts (pairs of bases) spanning the yard at regular spacing."""
+    spacing = sample(rng, cfg.mast_spacing_m)
+    lo, hi = offsets[0] - 3.5, offsets[-1] + 3.5
+    return [(frame.at(uu, lo), frame.at(uu, hi))
+            for uu in np.arange(-frame.reach / 2 + rng.uniform(0, spacing), frame.reach / 2,
+                                spacing)]
 
 
 def class_pool(rng: np.random.Generator, n: int, mix: dict[str, float]) -> dict[str, int]:
