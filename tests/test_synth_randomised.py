@@ -130,3 +130,40 @@ def test_joint_stretch_keeps_hues_where_per_band_stretch_shifts_them(tmp_path):
         grey[method] = out[:, 25, 25].astype(int)
     assert np.ptp(grey["joint_percentile"]) <= 2
     assert np.ptp(grey["percentile"]) > 20
+
+
+def test_parallel_writing_gives_the_same_files(tmp_path):
+    from detector.atomic import sha256_file
+    from detector.synth import write_scenes
+
+    def run(jobs):
+        c = cfg(out=str(tmp_path / f"j{jobs}"), n_scenes=2, seed=4, jobs=jobs,
+                size=[256, 256])
+        return [sha256_file(p) for p in write_scenes(c)]
+
+    assert run(1) == run(2)
+
+
+def test_dataset_cache_key_follows_the_composed_synth_config(monkeypatch):
+    """Editing conf/synth.yaml (not only data.synth overrides) or the generator changes the key."""
+    from detector.config import compose
+    from detector.data import synthetic
+    from detector.synth import scene
+    from detector.train.train import dataset_key
+
+    data_cfg = compose("train", []).data
+    key = dataset_key(data_cfg, "obb")
+    assert dataset_key(data_cfg, "obb") == key  # stable
+
+    real = synthetic.compose_synth
+
+    def edited(block, out_dir="."):
+        c = real(block, out_dir)
+        c.style.haze = [0.3, 0.4]  # as if the user edited conf/synth.yaml
+        return c
+
+    monkeypatch.setattr(synthetic, "compose_synth", edited)
+    assert dataset_key(data_cfg, "obb") != key
+    monkeypatch.setattr(synthetic, "compose_synth", real)
+    monkeypatch.setattr(scene, "GENERATOR_VERSION", "999")
+    assert dataset_key(data_cfg, "obb") != key
