@@ -26,7 +26,7 @@ from detector.monitor.dates import (
     scene_date,
     unknown_scenes,
 )
-from detector.monitor.inference import count_scenes
+from detector.monitor.inference import Runner, count_scenes
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,12 @@ def observation(entry: Entry) -> Observation:
                        (int(w["ci95"][0]), int(w["ci95"][1])))
 
 
-def monitor(cfg: DictConfig) -> Monitoring:
+def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     """Run site monitoring and write ``timeseries.csv``, ``monitor.png`` and ``report.md``.
 
     Bad scenes (unreadable, undated, duplicate dates, AOI outside, failed inference) are
-    left out with one line each; the rest carries on.
+    left out with one line each; the rest carries on. ``runner`` stands in for
+    ``detector.infer.api.run`` (tests).
 
     Raises:
         DetectorError: bad settings, AOI, dates CSV or weights, or no scene left to report.
@@ -194,7 +195,7 @@ def monitor(cfg: DictConfig) -> Monitoring:
     infer_overrides = {"progress": bool(cfg.progress),
                        **(OmegaConf.to_container(extra, resolve=True) if extra else {})}
     results, reused = (count_scenes([e.scene for e in todo], out / "scenes", cfg.get("weights"),
-                                    aoi, bool(cfg.recount), infer_overrides)
+                                    aoi, bool(cfg.recount), infer_overrides, runner)
                        if todo else ({}, 0))
     for e in todo:
         result = results[e.scene]
@@ -227,5 +228,10 @@ def monitor(cfg: DictConfig) -> Monitoring:
 
 
 def run(source: str | Path | None = None, **overrides: Any) -> Monitoring:
-    """Python API: ``run("site/", aoi="station.geojson", out="monitor")``."""
+    """Python API: ``run("site/", aoi="station.geojson", out="monitor")``.
+
+    Args:
+        source: folder, glob or ``.txt`` list of scenes of one site; None: the demo site.
+        **overrides: ``conf/monitor.yaml`` keys (dotted allowed), e.g. ``min_share=0.8``.
+    """
     return monitor(config(source=None if source is None else str(source), **overrides))

@@ -22,7 +22,7 @@ from datetime import date, timedelta
 import numpy as np
 
 _Z95 = 1.959964
-_MIN_SD = 0.5  # a degenerate interval still means "about this many", not "exactly"
+_MIN_SD = 0.35  # an interval [k, k] still puts >= 95% on k, and a little beside it
 
 
 @dataclass(frozen=True)
