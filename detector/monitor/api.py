@@ -181,6 +181,9 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
         log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
                     "scene covers the same ground")
     scenes = resolve_sources(source)
+    if len(scenes) == 1 and not scenes[0].exists():
+        raise DetectorError(f"{source}: no such file or folder; give source=<folder of dated "
+                            "scenes of one site>")
     overrides = _dates_csv(cfg, source)
     for name in unknown_scenes(overrides, scenes):
         log.warning("dates.csv names %s, which is not among the scenes", name)

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from detector.atomic import atomic_path
+from detector.monitor.baseline import fmt_p
 from detector.quicklook import class_color
 
 _STYLE = {"ok": ("tab:blue", "o"), "flagged": ("tab:red", "D"),
@@ -64,20 +65,24 @@ def plot_series(result: Any, path: Path, note: str | None = None) -> Path:
             face = "white" if name in ("partial", "no history") else c
             ax.plot(x, count[idx], marker, ms=6, color=c, mfc=face, zorder=3,
                     label=f"{name} (count, 95% interval)" if ax is ax_w else None)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, max(1.0, float(np.nanmax(hi, initial=0.0))) * 1.12)
         ax.grid(alpha=0.3)
-    for e in series:
-        if e.verdict.status == "flagged":
-            p = e.verdict.p_above if e.verdict.p_above is not None else float("nan")
-            ax_w.annotate(f"P(above all) {'> 0.999' if p > 0.999 else f'= {p:.3f}'}",
-                          (e.date.day, e.counts["wagons"]["ci95"][1]), xytext=(-6, 6),
-                          textcoords="offset points", ha="right", fontsize=8,
-                          color="tab:red")
-            for ax in (ax_w, ax_c):
-                ax.axvline(e.date.day, color="tab:red", lw=0.8, alpha=0.5, zorder=0)
+    flagged = [e for e in series if e.verdict.status == "flagged"]
+    for k, e in enumerate(flagged):
+        p = e.verdict.p_above if e.verdict.p_above is not None else float("nan")
+        ax_w.annotate(f"{e.date.day}: P(above all) {fmt_p(p)}",
+                      (e.date.day, e.counts["wagons"]["count"]),
+                      xytext=(-14, 10 - 13 * (len(flagged) - 1 - k)),
+                      textcoords="offset points", ha="right", va="center", fontsize=8,
+                      color="tab:red", arrowprops={"arrowstyle": "-", "color": "tab:red",
+                                                   "lw": 0.6})
+        for ax in (ax_w, ax_c):
+            ax.axvline(e.date.day, color="tab:red", lw=0.8, alpha=0.4, zorder=0)
     ax_w.set_ylabel("wagons in the AOI")
     ax_c.set_ylabel("covered_car (tarps)")
-    ax_w.set_title(f"{Path(result.site).name}: wagons per date "
+    site = ("synthetic demo site" if result.demo_truth is not None
+            else Path(result.site).name)
+    ax_w.set_title(f"{site}: wagons in the AOI per date "
                    f"({sum(s == 'flagged' for s in status)} flagged)", fontsize=11)
     ax_w.legend(loc="upper left", fontsize=8, frameon=False)
     ax_c.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax_c.xaxis.get_major_locator()))
