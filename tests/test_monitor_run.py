@@ -168,3 +168,20 @@ def test_bad_settings_and_inputs_are_one_line_errors(tmp_path, site):
     (empty / "x.tif").write_text("junk")
     with pytest.raises(DetectorError, match="no scene could be dated"):
         run(tmp_path, (empty, *site[1:]), FakeInfer())
+
+
+@pytest.mark.slow
+def test_demo_site_with_the_bundled_model_end_to_end(tmp_path, monkeypatch):
+    """A small demo site through real inference: dates from TIFFTAG_DATETIME, reuse."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    small = {"source": None, "out": str(tmp_path / "out"), "progress": False,
+             "demo.ordinary_dates": 4, "demo.surge_dates": 1, "demo.min_history": 2,
+             "demo.scene.size": [512, 512], "baseline.min_dates": 2}
+    result = monitor(config(**small))
+    assert not result.left_out and len(result.series) == 5
+    assert {e.date.source for e in result.series} == {"tag TIFFTAG_DATETIME"}
+    assert [e.verdict.status for e in result.series].count("partial") == 1
+    truth = list(csv.DictReader(io.StringIO(result.demo_truth.read_text())))
+    assert [r["kind"] for r in truth].count("surge") == 1
+    assert int(truth[-1]["wagons"]) > 3 * max(int(r["wagons"]) for r in truth[:-1])
+    assert monitor(config(**small)).reused == 5

@@ -58,6 +58,11 @@ class Monitoring:
     demo_truth: Path | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        """The site's name in titles."""
+        return "synthetic demo site" if self.demo_truth is not None else Path(self.site).name
+
 
 def config(**overrides: Any) -> DictConfig:
     """Compose ``conf/monitor.yaml`` with Python-valued (dotted) overrides."""

@@ -130,7 +130,7 @@ def report_markdown(result: Any, plot: Path | None) -> str:
     """``report.md``: headline, flags in plain words, the table, what was left out, method."""
     series = result.series
     model = result.model or {}
-    lines = [f"# Site monitoring: {Path(result.site).name}", "",
+    lines = [f"# Site monitoring: {result.label}", "",
              f"{len(series)} dates from {series[0].date.day} to {series[-1].date.day} in "
              f"`{result.site}`; AOI `{result.aoi or 'whole scenes'}`; model "
              f"`{model.get('path', '?')}` (sha256 {str(model.get('sha256', '?'))[:12]}).", ""]

@@ -80,9 +80,7 @@ def plot_series(result: Any, path: Path, note: str | None = None) -> Path:
             ax.axvline(e.date.day, color="tab:red", lw=0.8, alpha=0.4, zorder=0)
     ax_w.set_ylabel("wagons in the AOI")
     ax_c.set_ylabel("covered_car (tarps)")
-    site = ("synthetic demo site" if result.demo_truth is not None
-            else Path(result.site).name)
-    ax_w.set_title(f"{site}: wagons in the AOI per date "
+    ax_w.set_title(f"{result.label}: wagons in the AOI per date "
                    f"({sum(s == 'flagged' for s in status)} flagged)", fontsize=11)
     ax_w.legend(loc="upper left", fontsize=8, frameon=False)
     ax_c.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax_c.xaxis.get_major_locator()))
