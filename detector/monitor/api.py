@@ -182,13 +182,13 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     settings = settings_of(cfg)
     source, aoi, truth = _site(cfg)
     _check_aoi(aoi)
-    if aoi is None:
-        log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
-                    "scene covers the same ground")
     scenes = resolve_sources(source)
     if len(scenes) == 1 and not scenes[0].exists():
         raise DetectorError(f"{source}: no such file or folder; give source=<folder of dated "
                             "scenes of one site>")
+    if aoi is None:
+        log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
+                    "scene covers the same ground")
     overrides = _dates_csv(cfg, source)
     for name in unknown_scenes(overrides, scenes):
         log.warning("dates.csv names %s, which is not among the scenes", name)
