@@ -1,0 +1,245 @@
+"""``monitor(cfg)``: dated scenes of one site → counts over time, baselines, flags, outputs."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from detector.config import compose
+from detector.errors import DetectorError
+from detector.infer.sources import resolve_sources
+from detector.labels import read_geojson
+from detector.monitor.baseline import Assessment, BaselineSettings, Observation, assess
+from detector.monitor.coverage import scene_share
+from detector.monitor.dates import (
+    SceneDate,
+    parse_date,
+    read_dates_csv,
+    read_tags,
+    scene_date,
+    unknown_scenes,
+)
+from detector.monitor.inference import Runner, count_scenes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    """One scene of the site and what became of it."""
+
+    scene: Path
+    date: SceneDate | None = None
+    share: float | None = None  # imaged share of the AOI
+    counts: dict[str, Any] = field(default_factory=dict)
+    left_out: str | None = None  # why the scene is not in the series
+    verdict: Assessment | None = None
+
+
+@dataclass
+class Monitoring:
+    """The whole run: the dated series (sorted), what was left out, settings and outputs."""
+
+    site: str
+    aoi: str | None
+    series: list[Entry]
+    left_out: list[Entry]
+    settings: BaselineSettings
+    min_share: float
+    model: dict[str, Any]
+    reused: int
+    demo_truth: Path | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The site's name in titles."""
+        return "synthetic demo site" if self.demo_truth is not None else Path(self.site).name
+
+
+def config(**overrides: Any) -> DictConfig:
+    """Compose ``conf/monitor.yaml`` with Python-valued (dotted) overrides."""
+    cfg = compose("monitor")
+    OmegaConf.set_struct(cfg, False)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, str(value) if isinstance(value, Path) else value, merge=True)
+    return cfg
+
+
+def settings_of(cfg: DictConfig) -> BaselineSettings:
+    """Validated baseline and flag settings.
+
+    Raises:
+        DetectorError: a setting out of range, naming the key.
+    """
+    b, f = cfg.baseline, cfg.flag
+    if b.mode not in ("rolling", "fixed"):
+        raise DetectorError(f"baseline.mode={b.mode!r}: use rolling or fixed")
+    if f.direction not in ("up", "down", "both"):
+        raise DetectorError(f"flag.direction={f.direction!r}: use up, down or both")
+    if not 0 < float(f.p) < 1:
+        raise DetectorError(f"flag.p={f.p}: give a probability between 0 and 1, e.g. 0.99")
+    if not 0 <= float(cfg.min_share) <= 1:
+        raise DetectorError(f"min_share={cfg.min_share}: give a share between 0 and 1")
+    if float(b.years) <= 0 or int(b.min_dates) < 1:
+        raise DetectorError("baseline.years must be > 0 and baseline.min_dates >= 1")
+    window = []
+    for key in ("start", "end"):
+        value = b.get(key)
+        day = parse_date(str(value)) if value not in (None, "") else None
+        if value not in (None, "") and day is None:
+            raise DetectorError(f"baseline.{key}={value!r}: not a date; write YYYY-MM-DD")
+        window.append(day)
+    return BaselineSettings(str(b.mode), float(b.years), window[0], window[1],
+                            int(b.min_dates), bool(b.exclude_flagged), float(f.p),
+                            str(f.direction))
+
+
+def _check_aoi(aoi: str | None) -> None:
+    if not aoi:
+        return
+    if not Path(aoi).is_file():
+        raise DetectorError(f"{aoi}: AOI file not found; give a polygon GeoJSON with aoi=")
+    polys, _ = read_geojson(aoi)
+    if not polys:
+        raise DetectorError(f"{aoi}: AOI has no polygon; draw the area of interest as a Polygon")
+
+
+def _site(cfg: DictConfig) -> tuple[str, str | None, Path | None]:
+    """(source, aoi, demo truth CSV): the demo site when no source is given."""
+    if cfg.get("source") not in (None, ""):
+        return str(cfg.source), (str(cfg.aoi) if cfg.get("aoi") else None), None
+    from detector.monitor.demo import demo_site
+
+    folder, aoi = demo_site(cfg.demo, bool(cfg.progress))
+    return str(folder), str(cfg.aoi) if cfg.get("aoi") else str(aoi), folder / "truth.csv"
+
+
+def _dates_csv(cfg: DictConfig, source: str) -> dict[str, date]:
+    if cfg.get("dates"):
+        if not Path(cfg.dates).is_file():
+            raise DetectorError(f"{cfg.dates}: dates CSV not found; give dates=<scene,date CSV>")
+        return read_dates_csv(cfg.dates)
+    default = Path(source) / "dates.csv"
+    return read_dates_csv(default) if default.is_file() else {}
+
+
+def inspect(entry: Entry, overrides: dict[str, date], tags: list[str], aoi: str | None
+            ) -> None:
+    """Fill in an entry's date and imaged share, or why it is left out."""
+    try:
+        scene_tags = read_tags(entry.scene)  # also: is it a readable raster at all
+        entry.date = scene_date(entry.scene, overrides, tags, scene_tags)
+        if entry.date is None:
+            entry.left_out = ("no date in its metadata or file name; add a line "
+                              f"'{entry.scene.name},YYYY-MM-DD' to dates.csv")
+            return
+        entry.share = scene_share(entry.scene, aoi)
+        if entry.share <= 0:
+            entry.left_out = ("the AOI lies outside this scene or only over its nodata "
+                              "(a scene of another site?); remove it or check the AOI")
+    except DetectorError as err:
+        entry.left_out = str(err)
+
+
+def drop_duplicates(entries: list[Entry]) -> None:
+    """Of scenes sharing a date keep the one imaging most of the AOI (then by name)."""
+    by_day: dict[date, list[Entry]] = defaultdict(list)
+    for e in entries:
+        if e.left_out is None and e.date is not None:
+            by_day[e.date.day].append(e)
+    for day, group in by_day.items():
+        group.sort(key=lambda e: (-(e.share or 0.0), e.scene.name))
+        for e in group[1:]:
+            e.left_out = (f"same date ({day}) as {group[0].scene.name}, which images more of "
+                          "the AOI; fix its date in dates.csv or remove one")
+
+
+def observation(entry: Entry) -> Observation:
+    """The wagon total of a counted entry."""
+    w = entry.counts["wagons"]
+    return Observation(entry.date.day, int(w["count"]), float(w["expected"]),
+                       (int(w["ci95"][0]), int(w["ci95"][1])))
+
+
+def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
+    """Run site monitoring and write ``timeseries.csv``, ``monitor.png`` and ``report.md``.
+
+    Bad scenes (unreadable, undated, duplicate dates, AOI outside, failed inference) are
+    left out with one line each; the rest carries on. ``runner`` stands in for
+    ``detector.infer.api.run`` (tests).
+
+    Raises:
+        DetectorError: bad settings, AOI, dates CSV or weights, or no scene left to report.
+    """
+    settings = settings_of(cfg)
+    source, aoi, truth = _site(cfg)
+    _check_aoi(aoi)
+    scenes = resolve_sources(source)
+    if len(scenes) == 1 and not scenes[0].exists():
+        raise DetectorError(f"{source}: no such file or folder; give source=<folder of dated "
+                            "scenes of one site>")
+    if aoi is None:
+        log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
+                    "scene covers the same ground")
+    overrides = _dates_csv(cfg, source)
+    for name in unknown_scenes(overrides, scenes):
+        log.warning("dates.csv names %s, which is not among the scenes", name)
+    entries = [Entry(s) for s in scenes]
+    for entry in tqdm(entries, desc="dates and AOI cover", unit="scene",
+                      disable=not cfg.progress):
+        inspect(entry, overrides, list(cfg.date_tags), aoi)
+    drop_duplicates(entries)
+    todo = [e for e in entries if e.left_out is None]
+    out = Path(cfg.out)
+    extra = cfg.get("infer")
+    infer_overrides = {"progress": bool(cfg.progress),
+                       **(OmegaConf.to_container(extra, resolve=True) if extra else {})}
+    results, reused = (count_scenes([e.scene for e in todo], out / "scenes", cfg.get("weights"),
+                                    aoi, bool(cfg.recount), infer_overrides, runner)
+                       if todo else ({}, 0))
+    for e in todo:
+        result = results[e.scene]
+        if isinstance(result, str):
+            e.left_out = result
+        else:
+            e.counts = result
+    series = sorted((e for e in entries if e.left_out is None), key=lambda e: e.date.day)
+    left_out = [e for e in entries if e.left_out is not None]
+    for e in left_out:
+        log.warning("left out %s: %s", e.scene.name, e.left_out)
+    if not series:
+        raise DetectorError(f"{source}: no scene could be dated and counted ("
+                            f"{len(left_out)} left out, first: {left_out[0].scene.name}: "
+                            f"{left_out[0].left_out})" if left_out else f"{source}: no scenes")
+    min_share = float(cfg.min_share)
+    comparable = [(e.share or 0) >= min_share for e in series]
+    why = [f"imaged {e.share:.0%} of the AOI ({min_share:.0%} needed): not compared"
+           for e in series]
+    for e, verdict in zip(series, assess([observation(e) for e in series], comparable,
+                                         settings, why), strict=True):
+        e.verdict = verdict
+    model = next((e.counts.get("model", {}) for e in series), {})
+    result = Monitoring(source, aoi, series, left_out, settings, min_share, model, reused,
+                        truth)
+    from detector.monitor.outputs import write_outputs
+
+    result.outputs = write_outputs(result, out)
+    return result
+
+
+def run(source: str | Path | None = None, **overrides: Any) -> Monitoring:
+    """Python API: ``run("site/", aoi="station.geojson", out="monitor")``.
+
+    Args:
+        source: folder, glob or ``.txt`` list of scenes of one site; None: the demo site.
+        **overrides: ``conf/monitor.yaml`` keys (dotted allowed), e.g. ``min_share=0.8``.
+    """
+    return monitor(config(source=None if source is None else str(source), **overrides))
