@@ -84,8 +84,10 @@ def plan_dates(demo: DictConfig) -> list[DemoDate]:
 
 
 def site_key(demo: DictConfig) -> str:
-    """A short digest of the demo settings (the cache folder's name)."""
-    text = OmegaConf.to_yaml(demo, resolve=True)
+    """A short digest of the demo settings and the generator version (the cache folder's name)."""
+    from detector.synth.scene import GENERATOR_VERSION
+
+    text = OmegaConf.to_yaml(demo, resolve=True) + GENERATOR_VERSION
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
