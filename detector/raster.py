@@ -33,8 +33,38 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {
     "percentiles": [0.5, 99.5],
     "fill": 114,
 }
+# Stretch methods scene_stretch knows; add a name here when adding a method there.
+NORMALIZATION_METHODS = ("percentile", "none")
 _STATS_MAX_SIDE = 1024
 _EARTH_RADIUS_M = 6_371_008.8
+
+
+def check_normalization(spec: Any) -> dict[str, Any]:
+    """Validate a normalisation spec (card, dataset, config) and fill its defaults.
+
+    Raises:
+        ValueError: a message naming the wrong key (callers add the file or config key).
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"must be a mapping like {DEFAULT_NORMALIZATION}")
+    unknown = sorted(set(spec) - set(DEFAULT_NORMALIZATION))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown}; known: {sorted(DEFAULT_NORMALIZATION)}")
+    out = {**DEFAULT_NORMALIZATION, **spec}
+    if out["method"] not in NORMALIZATION_METHODS:
+        raise ValueError(f"method {out['method']!r} is unknown; use one of "
+                         f"{', '.join(NORMALIZATION_METHODS)}")
+    bands = out["bands"]
+    if (not isinstance(bands, list | tuple) or not bands
+            or any(not isinstance(b, int) or b < 1 for b in bands)):
+        raise ValueError(f"bands {bands!r} must be a list of 1-based band numbers")
+    low, high = (list(out["percentiles"]) + [None, None])[:2]
+    if low is None or high is None or not 0 <= low < high <= 100:
+        raise ValueError(f"percentiles {out['percentiles']!r} must be [low, high] "
+                         "with 0 <= low < high <= 100")
+    if not 0 <= int(out["fill"]) <= 255:
+        raise ValueError(f"fill {out['fill']!r} must lie in 0..255")
+    return {**out, "bands": list(bands), "percentiles": [low, high]}
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:

@@ -127,10 +127,10 @@ def time_sahi(scene: Path, info: dict, device: str, batches: list[int]
     del data, valid
     model = AutoDetectionModel.from_pretrained(
         model_type="ultralytics", model_path=info["weights"],
-        confidence_threshold=float(card["candidate_conf"]), device=device,
+        confidence_threshold=card.candidate_conf, device=device,
         image_size=info["imgsz"])
     size, overlap = info["tile_size"], info["overlap"]
-    op = card["operating_threshold"]
+    op = card.operating_threshold
     timings, counts = {}, {}
     for b in batches:
         start = time.perf_counter()

@@ -11,6 +11,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 import detector.infer
+from detector.bundle import default_card
 from detector.config import compose
 from detector.errors import DetectorError
 from detector.evaluate import api
@@ -100,7 +101,7 @@ def test_evaluate_writes_report_and_plots(tmp_path, monkeypatch):
     (tmp_path / "scenes").mkdir()
     make_scene(tmp_path / "scenes", "a", 6)
     make_scene(tmp_path / "scenes", "b", 4)
-    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5, "sha256": "x"}
+    card = default_card("obb", CLASSES, 128, operating_threshold=0.5, sha256="x")
     monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     monkeypatch.setattr(detector.infer, "run", _fake_run(missed=1, extra=1), raising=False)
     report = api.evaluate(_cfg(tmp_path))
@@ -124,7 +125,7 @@ def test_evaluate_writes_report_and_plots(tmp_path, monkeypatch):
 def test_evaluate_fails_cleanly_when_every_scene_fails(tmp_path, monkeypatch):
     (tmp_path / "scenes").mkdir()
     make_scene(tmp_path / "scenes", "a", 2)
-    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5}
+    card = default_card("obb", CLASSES, 128, operating_threshold=0.5)
     monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     monkeypatch.setattr(detector.infer, "run", lambda *a, **k: [], raising=False)
     with pytest.raises(DetectorError, match="inference failed on every scene"):
@@ -137,7 +138,8 @@ def test_unknown_label_class_is_one_clear_error(tmp_path, monkeypatch):
     image = make_scene(tmp_path / "scenes", "a", 2)
     write_geojson(image.with_suffix(".geojson"),
                   [LabelledPolygon(pixel_to_map(_cars(1)[0], TRANSFORM), "bus")], UTM)
-    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), {"classes": CLASSES}))
+    card = default_card("obb", CLASSES, 128)
+    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     with pytest.raises(DetectorError, match="unknown class 'bus'"):
         api.evaluate(_cfg(tmp_path))
 
@@ -162,7 +164,7 @@ def untrained_bundle(folder: Path, imgsz: int = 128) -> Path:
     from ultralytics import YOLO
     from ultralytics.utils import ROOT
 
-    from detector.bundle import default_card, write_card
+    from detector.bundle import write_card
 
     spec = yaml.safe_load((ROOT / "cfg/models/11/yolo11-obb.yaml").read_text())
     spec.update(nc=len(CLASSES), scale="n")
@@ -171,8 +173,7 @@ def untrained_bundle(folder: Path, imgsz: int = 128) -> Path:
     model.model.names = dict(enumerate(CLASSES))
     weights = folder / "untrained.pt"
     model.save(str(weights))
-    card = default_card("obb", CLASSES, imgsz)
-    card.update(candidate_conf=0.001, operating_threshold=0.002)
+    card = default_card("obb", CLASSES, imgsz, candidate_conf=0.001, operating_threshold=0.002)
     write_card(weights, card)
     return weights
 

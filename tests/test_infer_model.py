@@ -33,10 +33,10 @@ def save_untrained(path: Path, task: str = "obb", card: bool = True, imgsz: int 
     model.model.task = task
     model.save(path)
     if card:
-        info = default_card(task, CLASSES, imgsz)
-        info.update(candidate_conf=0.05, operating_threshold={"default": 0.5},
-                    calibration={"freight_car": {"method": "isotonic", "x": [0, 1],
-                                                 "y": [0.1, 0.9]}})
+        info = default_card(task, CLASSES, imgsz, candidate_conf=0.05,
+                            operating_threshold={"default": 0.5},
+                            calibration={"freight_car": {"method": "isotonic", "x": [0, 1],
+                                                         "y": [0.1, 0.9]}})
         write_card(path, info)
     return path
 
@@ -77,7 +77,7 @@ def test_plain_weights_without_card_work_with_a_warning(tmp_path, caplog, obb_we
     with caplog.at_level(logging.WARNING):
         bundle = load_bundle(weights, "cpu")
     assert "no model card" in caplog.text
-    assert bundle.card["classes"] == CLASSES and bundle.card["candidate_conf"] == 0.05
+    assert bundle.card.classes == CLASSES and bundle.card.candidate_conf == 0.05
 
 
 def test_bad_weights_and_mismatched_cards_are_one_line_errors(tmp_path, obb_weights):
@@ -96,7 +96,7 @@ def test_bad_weights_and_mismatched_cards_are_one_line_errors(tmp_path, obb_weig
     with pytest.raises(DetectorError, match="does not match"):
         load_bundle(other, "cpu")
     # a card whose classes do not fit the weights
-    card["classes"] = ["car"]
+    card.update(classes=["car"], not_wagons=[])
     write_card(other, card)
     with pytest.raises(DetectorError, match="classes"):
         load_bundle(other, "cpu")

@@ -51,8 +51,8 @@ def fake_predictor(images: np.ndarray) -> list[TileDetections]:
 
 
 def fake_bundle(m_per_px=0.5, imgsz=128) -> Bundle:
-    card = default_card("obb", CLASSES, imgsz)
-    card.update(m_per_px=m_per_px, candidate_conf=0.05, operating_threshold=0.5)
+    card = default_card("obb", CLASSES, imgsz, m_per_px=m_per_px, candidate_conf=0.05,
+                        operating_threshold=0.5)
     return Bundle(Path("stand-in.pt"), "0" * 64, card, None, torch.device("cpu"), False)
 
 

@@ -1,19 +1,18 @@
 """End-to-end training runs on tiny datasets: the bundle, init weights, errors, resume."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from detector.bundle import REQUIRED_FIELDS, read_card
+from detector.bundle import CARD_VERSION, card_path, read_card
 from detector.config import compose
 from detector.errors import DetectorError
 from detector.train.model import build_model, resolve_init
 from detector.train.toy import TOY_CLASSES, write_toy_dataset
 from detector.train.train import resolve_resume, train
-
-CARD_EXTRAS = ("candidate_conf", "recall_at_candidate_conf", "chip_size", "bands", "training")
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +34,24 @@ def smoke_bundle(toy, tmp_path_factory):
 
 def test_smoke_run_writes_a_bundle_whose_card_has_every_field(smoke_bundle):
     assert smoke_bundle.name == "railcar_obb.pt" and smoke_bundle.is_file()
-    card = read_card(smoke_bundle)  # verifies the sha256 against the weights
-    for field in REQUIRED_FIELDS + CARD_EXTRAS:
-        assert card.get(field) is not None, field
-    assert card["task"] == "obb" and card["classes"] == TOY_CLASSES
-    assert card["imgsz"] == 64 and card["m_per_px"] == 0.5  # chips are 64 px too
-    assert card["normalization"]["bands"] == [1, 2, 3]
-    assert set(card["calibration"]) == set(TOY_CLASSES)
-    assert set(card["operating_threshold"]) == {*TOY_CLASSES, "default"}
-    assert set(card["recall_at_candidate_conf"]) == set(TOY_CLASSES)
-    assert card["candidate_conf"] == 0.05
-    metrics = card["metrics"]
+    card = read_card(smoke_bundle)  # verifies the sha256 and the schema
+    raw = json.loads(card_path(smoke_bundle).read_text())
+    assert raw["card_version"] == CARD_VERSION and raw["sha256"] and raw["created"]
+    assert card.task == "obb" and card.classes == TOY_CLASSES
+    assert card.imgsz == 64 and card.m_per_px == 0.5  # chips are 64 px too
+    assert card.normalization["bands"] == [1, 2, 3]
+    assert set(card.calibration) == set(TOY_CLASSES)
+    assert set(card.operating_threshold) == {*TOY_CLASSES, "default"}
+    assert set(card.recall_at_candidate_conf) == set(TOY_CLASSES)
+    assert set(card.recall_counts) == set(TOY_CLASSES)
+    assert card.candidate_conf == 0.05 and card.not_wagons == ["locomotive"]
+    assert card.init == "scratch"
+    metrics = card.metrics
     for key in ("mAP50", "mAP50-95", "per_class", "ece_before", "ece_after", "test"):
         assert key in metrics, key
     assert set(metrics["per_class"]) == set(TOY_CLASSES)
-    assert card["dataset"]["info"]["source"] == "detector.train.toy"
-    assert len(card["git_commit"]) > 0
+    assert card.dataset["info"]["source"] == "detector.train.toy"
+    assert len(card.git_commit) > 0
 
 
 def test_init_from_a_local_pt_transfers_matching_layers(tmp_path, toy):
@@ -121,7 +122,7 @@ def test_cli_smoke_builds_a_synthetic_dataset_and_keeps_the_config(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     card = read_card(run_dir / "railcar_obb.pt")
-    assert card["dataset"]["built"] and card["dataset"]["info"]["source"] == "synthetic"
-    assert card["imgsz"] == 160 and card["m_per_px"] == 0.5
+    assert card.dataset["built"] and card.dataset["info"]["source"] == "synthetic"
+    assert card.imgsz == 160 and card.m_per_px == 0.5
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert len(list((tmp_path / "datasets").glob("synthetic-obb-*/data.yaml"))) == 1

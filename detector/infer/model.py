@@ -17,15 +17,10 @@ import numpy as np
 import torch
 
 from detector.atomic import sha256_file
-from detector.bundle import default_card, read_card, resolve_weights
+from detector.bundle import ModelCard, default_card, read_card, resolve_weights
 from detector.errors import DetectorError
 
 log = logging.getLogger(__name__)
-
-# Card keys older bundles may lack.
-CARD_DEFAULTS: dict[str, Any] = {"candidate_conf": 0.05, "recall_at_candidate_conf": {},
-                                 "nms": {"iou": 0.5, "agnostic": True}}
-
 
 @dataclass
 class TileDetections:
@@ -42,22 +37,22 @@ class Bundle:
 
     weights: Path
     sha256: str
-    card: dict[str, Any]
+    card: ModelCard
     net: torch.nn.Module = field(repr=False)
     device: torch.device
     half: bool
 
     @property
     def task(self) -> str:
-        return str(self.card["task"])
+        return self.card.task
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card["classes"])
+        return list(self.card.classes)
 
     @property
     def imgsz(self) -> int:
-        return int(self.card["imgsz"])
+        return self.card.imgsz
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -81,16 +76,16 @@ def _imgsz(ckpt: dict[str, Any]) -> int:
     return int(size[0] if isinstance(size, list | tuple) else size)
 
 
-def _check_card(card: dict[str, Any], net: torch.nn.Module, task: str, path: Path) -> None:
+def _check_card(card: ModelCard, net: torch.nn.Module, task: str, path: Path) -> None:
     names = list(getattr(net, "names", {}).values()) if isinstance(
         getattr(net, "names", None), dict) else list(getattr(net, "names", []) or [])
-    if names and len(card["classes"]) != len(names):
+    if names and len(card.classes) != len(names):
         raise DetectorError(
-            f"{path}: card lists {len(card['classes'])} classes but the weights have "
+            f"{path}: card lists {len(card.classes)} classes but the weights have "
             f"{len(names)}; keep each .pt with the .json written for it")
-    if card["task"] != task:
+    if card.task != task:
         raise DetectorError(
-            f"{path}: card says task {card['task']!r} but the weights are {task!r}; "
+            f"{path}: card says task {card.task!r} but the weights are {task!r}; "
             "keep each .pt with the .json written for it")
 
 
@@ -126,8 +121,7 @@ def load_bundle(weights: str | Path | None, device: str | None = "auto",
         names = net.names if isinstance(net.names, dict) else dict(enumerate(net.names))
         card = default_card(task, [names[k] for k in sorted(names)], _imgsz(ckpt))
         log.warning("%s: no model card beside the weights; using defaults "
-                    "(m_per_px %.2f, identity calibration)", path, card["m_per_px"])
-    card = {**CARD_DEFAULTS, **card}
+                    "(m_per_px %.2f, identity calibration)", path, card.m_per_px)
     _check_card(card, net, task, path)
     use_half = dev.type == "cuda" if half is None else bool(half and dev.type == "cuda")
     use_all_cores(dev)

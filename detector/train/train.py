@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from detector.atomic import atomic_path
-from detector.bundle import write_card
+from detector.bundle import ModelCard, write_card
 from detector.errors import DetectorError
 from detector.train import offline  # sets YOLO_OFFLINE before ultralytics loads
 from detector.train.augment import build_augmentations, ultralytics_hyp
@@ -94,7 +94,8 @@ def train(cfg: DictConfig) -> Path:
                   "epochs_run": int(getattr(trainer, "epoch", -1)) + 1,
                   "epochs": int(trainer.args.epochs), "hours": _hours(trainer),
                   "device": str(trainer.device), "seed": int(trainer.args.seed),
-                  "run_dir": str(trainer.save_dir), "best": str(best)})
+                  "run_dir": str(trainer.save_dir), "best": str(best)},
+        not_wagons=list(cfg.calibration.not_wagons))
     weights = write_bundle(best, bundle_weights, card)
     if cfg.calibration.get("level") == "scenes":
         # Needs the written bundle: inference reads its card (resolution, normalisation).
@@ -157,7 +158,7 @@ def read_dataset_meta(data_yaml: Path) -> dict[str, Any]:
     """dataset.json beside data.yaml (empty, with a warning, when there is none)."""
     path = data_yaml.parent / "dataset.json"
     if not path.is_file():
-        log.warning("%s missing: the card gets default m_per_px and normalisation", path)
+        log.warning("%s missing: the card gets the default m_per_px and normalisation", path)
         return {}
     try:
         return json.loads(path.read_text())
@@ -240,7 +241,7 @@ def _resumable(path: Path) -> bool:
     return isinstance(ckpt, dict) and ckpt.get("optimizer") is not None
 
 
-def write_bundle(best: Path, weights: Path, card: dict[str, Any]) -> Path:
+def write_bundle(best: Path, weights: Path, card: ModelCard) -> Path:
     """Copy ``best`` to ``weights`` and write the card beside it (both atomically)."""
     with atomic_path(weights) as tmp:
         shutil.copyfile(best, tmp)
@@ -255,8 +256,8 @@ def _hours(trainer: Any) -> float | None:
     return round((time.time() - start) / 3600, 4) if start else None
 
 
-def _log_summary(weights: Path, card: dict[str, Any]) -> None:
-    metrics = card["metrics"]
+def _log_summary(weights: Path, card: ModelCard) -> None:
+    metrics = card.metrics
     log.info("bundle %s (+ .json): val mAP50 %s, mAP50-95 %s, ECE %s -> %s", weights,
              metrics.get("mAP50"), metrics.get("mAP50-95"), metrics.get("ece_before"),
              metrics.get("ece_after"))
