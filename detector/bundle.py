@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -29,6 +29,8 @@ CARD_FORMAT = "detector-bundle/1"
 CARD_VERSION = 2
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_WEIGHTS = ASSETS / "railcar_obb.pt"
+Task = Literal["obb", "detect"]  # Ultralytics tasks detector trains and runs
+TASKS: tuple[str, ...] = get_args(Task)
 # Classes left out of the "wagons" total unless a card says otherwise.
 DEFAULT_NOT_WAGONS = ("locomotive",)
 
@@ -61,7 +63,7 @@ class ModelCard(BaseModel):
 
     card_version: int = CARD_VERSION
     format: str = CARD_FORMAT
-    task: Literal["obb", "detect"]
+    task: Task
     classes: list[str] = Field(min_length=1)
     imgsz: int = Field(gt=0)
     m_per_px: float = Field(0.5, gt=0)

@@ -145,8 +145,36 @@ def test_unknown_label_class_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_flatten_infer_overrides():
-    assert api.flatten({"tiling": {"overlap_m": 20}, "merge": "nms"}) == {
-        "tiling.overlap_m": 20, "merge": "nms"}
+    assert api.flatten({"tiling": {"overlap_m": 20}, "merge": {"method": "ownership"}}) == {
+        "tiling.overlap_m": 20, "merge.method": "ownership"}
+
+
+@pytest.mark.parametrize(("override", "key"), [("+infer.merge=nms", "merge"),
+                                                ("+infer.merge.method=nms", "merge.method"),
+                                                ("+infer.tiling.overlap=20", "tiling.overlap"),
+                                                ("iou=0", "iou")])
+def test_bad_infer_overrides_fail_before_any_inference(tmp_path, monkeypatch, override, key):
+    (tmp_path / "scenes").mkdir()
+    make_scene(tmp_path / "scenes", "a", 2)
+    monkeypatch.setattr(detector.infer, "run", lambda *a, **k: pytest.fail("ran"),
+                        raising=False)
+    with pytest.raises(DetectorError, match=rf"^{key}[=:]"):
+        api.evaluate(_cfg(tmp_path, override))
+
+
+def test_documented_infer_override_examples_are_valid(tmp_path):
+    """The examples in conf/evaluate.yaml's comment compose and pass the checks."""
+    from detector.config import CONFIG_MODULE
+    from detector.infer.api import config
+    from detector.validation import check_config
+
+    text = (Path(__import__(CONFIG_MODULE, fromlist=["x"]).__path__[0]) / "evaluate.yaml"
+            ).read_text()
+    examples = [w for w in text.split() if w.startswith("+infer.")]
+    assert examples
+    for example in examples:
+        cfg = compose("evaluate", [example])
+        check_config(config(**api.infer_overrides(cfg, tmp_path)), "infer")
 
 
 def test_cli_bad_source_exits_2_with_one_line(tmp_path):

@@ -135,6 +135,19 @@ def test_scene_counts_each_car_once_across_seams(tmp_path):
     assert not list((tmp_path / "out").glob(".*partial*"))
 
 
+def test_counts_record_the_settings_actually_used(tmp_path):
+    scene = tmp_path / "yard.tif"
+    planted_scene(scene)
+    [res] = infer(tmp_path, scene, conf=0.3, **{"tiling.overlap_m": 30,
+                                                 "merge.method": "ownership"})
+    settings = json.loads(res.outputs["counts"].read_text())["settings"]
+    assert settings["candidate_conf"] == 0.3  # the run's, not the card's 0.05
+    assert settings["nms"] == {"iou": 0.5, "agnostic": True, "max_det": 1000}
+    assert settings["tiling"]["overlap_m"] == 30 and settings["merge"]["method"] == "ownership"
+    assert settings["backend"] == "torch" and settings["device"] == "cpu"
+    assert settings["model_m_per_px"] == 0.5 and settings["bands"] == [1, 2, 3]
+
+
 def test_rerun_skips_a_finished_scene_unless_overwrite(tmp_path):
     scene = tmp_path / "yard.tif"
     planted_scene(scene)

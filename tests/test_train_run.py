@@ -65,7 +65,8 @@ def test_init_from_a_local_pt_transfers_matching_layers(tmp_path, toy):
     first = next(iter(source.model.state_dict().items()))
     assert torch.allclose(model.model.state_dict()[first[0]].float(), first[1].float(), atol=1e-3)
     bundle = train(cfg)
-    assert read_card(bundle)["training"]["init"] == str(weights)
+    card = read_card(bundle)
+    assert card.training["init"] == card.init == str(weights)
 
 
 def test_missing_init_weights_fail_with_the_fix(tmp_path):
@@ -74,11 +75,11 @@ def test_missing_init_weights_fail_with_the_fix(tmp_path):
     assert resolve_init("scratch") is None
 
 
-def test_cli_reports_bad_input_in_one_line(tmp_path, toy):
+def test_cli_reports_bad_input_in_one_line(tmp_path, toy, cli_env):
     run = subprocess.run(
         [sys.executable, "-m", "detector.train", "debug=smoke", f"dataset={toy}",
          f"model.init={tmp_path / 'nope.pt'}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=cli_env)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nope.pt'}")
     assert not list(tmp_path.glob("run/*.pt"))
@@ -107,19 +108,19 @@ def test_resume_continues_an_interrupted_run(tmp_path, toy):
     assert resolve_resume(True, runs) == last
     bundle = train(_cfg(toy, tmp_path / "run", "trainer.resume=true", "trainer.epochs=2",
                         f"paths.runs_dirs=[{tmp_path / 'run'}]"))
-    assert read_card(bundle)["training"]["epochs_run"] == 2
+    assert read_card(bundle).training["epochs_run"] == 2
     with pytest.raises(DetectorError, match="already finished"):
         resolve_resume(str(last), runs)  # completed runs lose their optimizer state
     with pytest.raises(DetectorError, match="no unfinished run"):
         resolve_resume(True, runs)
 
 
-def test_cli_smoke_builds_a_synthetic_dataset_and_keeps_the_config(tmp_path):
+def test_cli_smoke_builds_a_synthetic_dataset_and_keeps_the_config(tmp_path, cli_env):
     run_dir = tmp_path / "run"
     run = subprocess.run(
         [sys.executable, "-m", "detector.train", "debug=smoke", f"hydra.run.dir={run_dir}",
          f"paths.datasets_dir={tmp_path / 'datasets'}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=cli_env)
     assert run.returncode == 0, run.stderr[-2000:]
     card = read_card(run_dir / "railcar_obb.pt")
     assert card.dataset["built"] and card.dataset["info"]["source"] == "synthetic"

@@ -15,6 +15,7 @@ from detector.evaluate.plots import write_plots
 from detector.evaluate.report import write_report
 from detector.evaluate.scenes import find_scenes, load_scene, scene_aoi
 from detector.evaluate.scoring import SceneEval, build_report
+from detector.validation import check_config
 
 log = logging.getLogger(__name__)
 GEOMETRIES = ("rotated", "axis_aligned")
@@ -64,9 +65,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         DetectorError: no labelled scenes, bad labels, bad weights, or every scene failed.
     """
     from detector.infer import run
+    from detector.infer.api import config as infer_config
     from detector.infer.demo import demo_scene
 
+    check_config(cfg, "evaluate")
     out = Path(cfg.out)
+    overrides = infer_overrides(cfg, out / "predictions")
+    check_config(infer_config(**overrides), "infer")  # a bad infer.* fails before any work
     pairs = find_scenes(cfg.source or demo_scene(), cfg.split)
     weights, card = model_card(cfg.weights)
     classes = list(card.classes)
@@ -77,7 +82,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                             + " or ".join(GEOMETRIES))
     # Read every label file first: a bad one fails the run before any inference.
     scenes = [load_scene(image, labels, classes) for image, labels in pairs]
-    overrides = infer_overrides(cfg, out / "predictions")
     results = {Path(r.scene).resolve(): r
                for r in run([str(s.image) for s in scenes], weights=str(weights), **overrides)}
     evals, failed = [], []

@@ -27,6 +27,7 @@ from detector.train.calibrate import (
 )
 from detector.train.card import calibration_fields, calibration_metrics
 from detector.train.train import class_names
+from detector.validation import CALIBRATION, check_config, check_values
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
 
     from detector.evaluate.scenes import find_scenes
 
+    check_values(cal_cfg, CALIBRATION, "the calibration config")
     offline.prepare(tensorboard=False)
     weights = Path(weights)
     card = read_card(weights)
@@ -107,8 +109,12 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
 @hydra.main(config_path=CONFIG_PATH, config_name="recalibrate", version_base=HYDRA_VERSION_BASE)
 def main(cfg: DictConfig) -> None:
     """Hydra entry: see the module docstring."""
-    guarded(lambda: recalibrate(cfg.weights, cfg.calibration, cfg.dataset, cfg.split,
-                                cfg.scenes, cfg.device))
+    def body() -> None:
+        check_config(cfg, "recalibrate")
+        recalibrate(cfg.weights, cfg.calibration, cfg.dataset, cfg.split, cfg.scenes,
+                    cfg.device)
+
+    guarded(body)
 
 
 if __name__ == "__main__":

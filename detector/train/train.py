@@ -25,6 +25,7 @@ from detector.train.augment import build_augmentations, ultralytics_hyp
 from detector.train.calibrate import calibrate, collect_candidates, split_images
 from detector.train.card import build_card, chip_size, yolo_metrics
 from detector.train.model import build_model
+from detector.validation import check_config
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def train(cfg: DictConfig) -> Path:
     Raises:
         DetectorError: bad dataset, weights or settings (one line naming the fix).
     """
+    check_config(cfg, "train")
     offline.prepare(tensorboard=bool(cfg.get("tensorboard", True)))
     run_dir = output_dir(cfg)
     # Resolve now: building a synthetic dataset composes another config, and ${hydra:...}
