@@ -108,7 +108,7 @@ def read_scenes(settings: dict[str, Any], scratch: Path) -> tuple[list[Scene], l
                         class_map, settings.get("keep_empty_scenes", False))
 
 
-def plan_scene(scene: Scene, settings: dict[str, Any]) -> tuple[ScenePlan | None, list[str]]:
+def plan_chipping(scene: Scene, settings: dict[str, Any]) -> tuple[ScenePlan | None, list[str]]:
     """Open a scene, fix its chip geometry and stretch, drop labels outside it.
 
     Returns:
@@ -221,7 +221,7 @@ def build_dataset(data_cfg: DictConfig, out: str | Path, task: str = "obb") -> P
         plans = []
         for scene in scenes:
             try:
-                plan, scene_problems = plan_scene(scene, settings)
+                plan, scene_problems = plan_chipping(scene, settings)
             except DetectorError as err:
                 plan, scene_problems = None, [str(err)]
             problems += scene_problems

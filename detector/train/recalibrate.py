@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from detector.bundle import ModelCard, read_card, write_card
 from detector.config import CONFIG_PATH, HYDRA_VERSION_BASE
+from detector.data.yolo import class_names
 from detector.errors import DetectorError, guarded
 from detector.train import offline
 from detector.train.calibrate import (
@@ -26,7 +27,6 @@ from detector.train.calibrate import (
     dispersion,
 )
 from detector.train.card import calibration_fields, calibration_metrics
-from detector.train.train import class_names
 from detector.validation import CALIBRATION, check_config, check_values
 
 log = logging.getLogger(__name__)

@@ -13,16 +13,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from detector.atomic import atomic_path
 from detector.bundle import ModelCard, write_card
+from detector.data.yolo import class_names, dataset_split_images
 from detector.errors import DetectorError
 from detector.train import offline  # sets YOLO_OFFLINE before ultralytics loads
 from detector.train.augment import build_augmentations, ultralytics_hyp
-from detector.train.calibrate import calibrate, collect_candidates, split_images
+from detector.train.calibrate import calibrate, collect_candidates
 from detector.train.card import build_card, chip_size, yolo_metrics
 from detector.train.model import build_model
 from detector.validation import check_config
@@ -81,7 +81,7 @@ def train(cfg: DictConfig) -> Path:
     log.info("calibration: %d candidates for %d truths; ECE %.4f -> %.4f", cal["n_candidates"],
              cal["n_truth"], cal["ece"]["ece_before"], cal["ece"]["ece_after"])
     test_metrics = None
-    if cfg.get("evaluate_test", True) and split_images(data_yaml, "test"):
+    if cfg.get("evaluate_test", True) and dataset_split_images(data_yaml, "test"):
         test = trained.val(data=str(data_yaml), split="test", imgsz=imgsz, device=device,
                            plots=False, verbose=False, project=str(Path(trainer.save_dir)),
                            name="test", exist_ok=True)
@@ -166,17 +166,6 @@ def read_dataset_meta(data_yaml: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DetectorError(f"{path}: not valid JSON ({err}); rebuild the dataset") from err
-
-
-def class_names(data_yaml: Path) -> list[str]:
-    """Class names in id order from data.yaml ``names`` (dict or list)."""
-    try:
-        names = yaml.safe_load(data_yaml.read_text())["names"]
-    except (yaml.YAMLError, KeyError, TypeError) as err:
-        raise DetectorError(f"{data_yaml}: no class `names`; rebuild the dataset") from err
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names, key=int)]
-    return [str(n) for n in names]
 
 
 def check_dataset(meta: dict[str, Any], data_yaml: Path, task: str, imgsz: int) -> None:
