@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from detector.bundle import TASKS
 from detector.errors import DetectorError
-from detector.raster import check_normalization
+from detector.raster import NORMALIZATION_METHODS, check_normalization
 
 _MISSING = object()
 
@@ -79,8 +79,9 @@ def mapping(key: str) -> Rule:
 
 UNIT = between(0, 1)
 UNIT_OPEN = between(0, 1, open_lo=True)
-NORMALIZATION = Rule(_normalization_ok, "a normalisation spec: bands, method (percentile | "
-                     "none), percentiles [low, high], fill 0..255")
+NORMALIZATION = Rule(_normalization_ok, "a normalisation spec: bands, method ("
+                     + " | ".join(NORMALIZATION_METHODS)
+                     + "), percentiles [low, high], fill 0..255")
 
 
 def prefixed(prefix: str, rules: Mapping[str, Rule]) -> dict[str, Rule]:

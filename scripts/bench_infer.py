@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from detector.config import compose
 from detector.infer.api import config, run_config
-from detector.infer.model import load_bundle
+from detector.infer.model import all_cores, load_bundle
 from detector.infer.reader import read_tile
 from detector.infer.scene import make_predictor, plan_scene
 from detector.labels import read_geojson
@@ -94,12 +94,13 @@ def time_forward(scene: Path, weights: str | None, device: str) -> tuple[float, 
         tiles = [img for t in plan.tiles
                  if (img := read_tile(src, t, bundle.imgsz, plan.stretch)) is not None]
     images = np.stack(tiles)
-    predictor.forward(images[:1])  # warm-up
-    _sync(bundle.device)
-    start = time.perf_counter()
-    for k in range(0, len(images), batch):
-        predictor.forward(images[k:k + batch])
-    _sync(bundle.device)
+    with all_cores(bundle.device):  # as detector.infer runs it
+        predictor.forward(images[:1])  # warm-up
+        _sync(bundle.device)
+        start = time.perf_counter()
+        for k in range(0, len(images), batch):
+            predictor.forward(images[k:k + batch])
+        _sync(bundle.device)
     info = {"imgsz": bundle.imgsz, "tile_size": plan.tile_size, "overlap": plan.overlap,
             "card": bundle.card, "weights": str(bundle.weights), "stretch": plan.stretch}
     return time.perf_counter() - start, len(images), info

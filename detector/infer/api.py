@@ -13,7 +13,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from detector.config import compose
 from detector.errors import DetectorError
 from detector.infer.demo import demo_scene
-from detector.infer.model import Bundle, load_bundle
+from detector.infer.model import Bundle, all_cores, load_bundle
 from detector.infer.outputs import write_summary
 from detector.infer.results import SceneResult
 from detector.infer.scene import make_predictor, process_scene
@@ -82,15 +82,17 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     if predictor is None:
         predictor = make_predictor(bundle, cfg)
     results = []
-    for path in scenes:
-        try:
-            results.append(process_scene(path, bundle, predictor, cfg))
-        except DetectorError as err:
-            log.error("%s", err)
-            results.append(SceneResult(path, False, str(err)))
-        except Exception as err:  # noqa: BLE001 - one bad scene must not stop the others
-            log.exception("%s: failed", path)
-            results.append(SceneResult(path, False, f"{path}: {type(err).__name__}: {err}"))
+    with all_cores(bundle.device):
+        for path in scenes:
+            try:
+                results.append(process_scene(path, bundle, predictor, cfg))
+            except DetectorError as err:
+                log.error("%s", err)
+                results.append(SceneResult(path, False, str(err)))
+            except Exception as err:  # noqa: BLE001 - one bad scene must not stop the others
+                log.exception("%s: failed", path)
+                results.append(SceneResult(path, False,
+                                           f"{path}: {type(err).__name__}: {err}"))
     if len(scenes) > 1:
         write_summary(Path(cfg.out) / "summary.csv", results, bundle.classes)
     return results

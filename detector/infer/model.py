@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,11 +66,21 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def use_all_cores(device: torch.device) -> None:
-    """On CPU, let torch use every core (Ultralytics sets cpu_count - 1 when it runs)."""
+@contextmanager
+def all_cores(device: torch.device) -> Iterator[None]:
+    """On CPU, let torch use every core inside the block, then restore the caller's setting.
+
+    Ultralytics sets ``cpu_count - 1`` threads when it runs; inference wants them all.
+    """
+    before = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if device.type == "cpu" and torch.get_num_threads() != (cores or 1):
+    if device.type == "cpu" and before != (cores or 1):
         torch.set_num_threads(cores or 1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _imgsz(ckpt: dict[str, Any]) -> int:
@@ -124,7 +136,6 @@ def load_bundle(weights: str | Path | None, device: str | None = "auto",
                     "(m_per_px %.2f, identity calibration)", path, card.m_per_px)
     _check_card(card, net, task, path)
     use_half = dev.type == "cuda" if half is None else bool(half and dev.type == "cuda")
-    use_all_cores(dev)
     net = net.half() if use_half else net.float()
     # NHWC convolutions run ~1.4x faster than NCHW on CPU here (oneDNN), and suit fp16 on GPU.
     net = net.to(memory_format=torch.channels_last)
@@ -142,7 +153,6 @@ class Predictor:
     def forward(self, images: np.ndarray) -> Any:
         """Raw model output for a uint8 batch (used by the benchmark to time the net alone)."""
         b = self.bundle
-        use_all_cores(b.device)
         x = torch.from_numpy(np.ascontiguousarray(images)).to(b.device, non_blocking=True)
         x = ((x.half() if b.half else x.float()) / 255.0).contiguous(
             memory_format=torch.channels_last)

@@ -62,7 +62,7 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
     from detector.evaluate.scenes import find_scenes
 
     check_values(cal_cfg, CALIBRATION, "the calibration config")
-    offline.prepare(tensorboard=False)
+    offline.provide_font()
     weights = Path(weights)
     card = read_card(weights)
     if card is None:

@@ -43,7 +43,11 @@ def train(cfg: DictConfig) -> Path:
         DetectorError: bad dataset, weights or settings (one line naming the fix).
     """
     check_config(cfg, "train")
-    offline.prepare(tensorboard=bool(cfg.get("tensorboard", True)))
+    with offline.training_session(tensorboard=bool(cfg.get("tensorboard", True))):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> Path:
     run_dir = output_dir(cfg)
     # Resolve now: building a synthetic dataset composes another config, and ${hydra:...}
     # interpolations are best read before that.

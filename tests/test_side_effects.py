@@ -1,0 +1,89 @@
+"""Global state the package changes is scoped to the call that needs it and put back."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.env import get_gdal_config
+
+from detector.infer.model import all_cores
+from detector.infer.reader import GDAL_CACHE_BYTES, PrefetchReader, Stretch
+from detector.infer.tiling import tile_grid
+from detector.raster import write_geotiff
+from detector.train import offline
+
+
+def test_importing_the_package_changes_neither_gdal_nor_the_matplotlib_backend(cli_env):
+    code = ("import os, matplotlib, detector.infer, detector.infer.quicklook, "
+            "detector.evaluate.plots, detector.evaluate.api; "
+            "print(matplotlib.get_backend(), os.environ.get('GDAL_CACHEMAX'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**cli_env, "MPLBACKEND": "svg"}, timeout=120, check=True)
+    assert out.stdout.split() == ["svg", "None"]
+
+
+def test_gdal_cache_is_bounded_while_tiles_stream_then_restored(tmp_path):
+    path = tmp_path / "s.tif"
+    write_geotiff(path, np.zeros((3, 64, 64), np.uint8), Affine(0.5, 0, 0, 0, -0.5, 0),
+                  CRS.from_epsg(32652))
+    before = get_gdal_config("GDAL_CACHEMAX")
+    stretch = Stretch([1, 2, 3], np.zeros(3), np.full(3, 255.0))
+    with PrefetchReader(path, tile_grid(64, 64, 32, 0), 32, stretch) as reader:
+        assert len(list(reader)) == 4
+        assert get_gdal_config("GDAL_CACHEMAX") == GDAL_CACHE_BYTES
+    assert get_gdal_config("GDAL_CACHEMAX") == before
+    with rasterio.open(path) as src:  # and GDAL still works after
+        assert src.read(1).shape == (64, 64)
+
+
+def test_all_cores_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with all_cores(torch.device("cpu")):
+            inside = torch.get_num_threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    import os
+
+    assert inside == len(os.sched_getaffinity(0))
+
+
+class FakeSettings(dict):
+    def update(self, values):  # Ultralytics' settings write the file on update
+        self.writes = getattr(self, "writes", 0) + 1
+        super().update(values)
+
+
+def test_training_session_restores_amp_check_and_tensorboard_setting(monkeypatch):
+    import ultralytics
+    import ultralytics.engine.trainer as trainer_module
+
+    settings = FakeSettings(tensorboard=False)
+    monkeypatch.setattr(ultralytics, "settings", settings)
+    monkeypatch.setattr(offline, "find_spec", lambda name: object())
+    monkeypatch.setattr(offline, "provide_font", lambda: None)
+    monkeypatch.setattr("ultralytics.utils.WEIGHTS_DIR", "/nonexistent")
+    original = trainer_module.check_amp
+    with offline.training_session(tensorboard=True):
+        assert trainer_module.check_amp is offline.check_amp_offline
+        assert settings["tensorboard"] is True
+    assert trainer_module.check_amp is original
+    assert settings["tensorboard"] is False and settings.writes == 2
+
+
+def test_training_session_restores_even_when_training_fails(monkeypatch):
+    import ultralytics.engine.trainer as trainer_module
+
+    monkeypatch.setattr(offline, "provide_font", lambda: None)
+    monkeypatch.setattr("ultralytics.utils.WEIGHTS_DIR", "/nonexistent")
+    original = trainer_module.check_amp
+    with pytest.raises(RuntimeError), offline.training_session(tensorboard=False):
+        raise RuntimeError("training failed")
+    assert trainer_module.check_amp is original
