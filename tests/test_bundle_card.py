@@ -74,3 +74,14 @@ def test_bad_cards_fail_on_read_with_one_line_naming_the_field(tmp_path, change,
     with pytest.raises(DetectorError, match=message) as err:
         read_card(weights)
     assert "\n" not in str(err.value) and str(card_path(weights)) in str(err.value)
+
+
+def test_design_doc_describes_every_card_field():
+    """docs/design.md's card table lists exactly the schema's fields."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text()
+    section = doc.split("### Model bundle")[1].split("###")[0]
+    documented = {line.split("`")[1] for line in section.splitlines()
+                  if line.startswith("| `")}
+    assert documented == set(ModelCard.model_fields)

@@ -41,7 +41,7 @@ def read_detections(path: Path) -> list[Detection]:
 
 
 def write_counts(path: Path, counts: dict[str, Any]) -> None:
-    """The counts JSON (DESIGN.md contract)."""
+    """The counts JSON (fields: docs/design.md, counts JSON)."""
     write_text(path, json.dumps(counts, indent=2))
 
 
