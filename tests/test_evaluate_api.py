@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
-from rasterio.crs import CRS
 
 import detector.infer
 from detector.bundle import default_card
@@ -21,10 +19,7 @@ from detector.geometry import obb_corners, pixel_to_map
 from detector.infer.results import Detection, SceneResult
 from detector.labels import LabelledPolygon, write_geojson
 from detector.raster import write_geotiff
-
-CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
-UTM = CRS.from_epsg(32652)
-TRANSFORM = Affine(0.5, 0, 500000, 0, -0.5, 4700000)
+from tests.helpers import CLASSES, TRANSFORM, UTM, save_untrained
 
 
 def _cars(n, y=60.0):
@@ -187,32 +182,13 @@ def test_cli_bad_source_exits_2_with_one_line(tmp_path):
     assert "missing" in proc.stderr and not (tmp_path / "out").exists()
 
 
-def untrained_bundle(folder: Path, imgsz: int = 128) -> Path:
-    """An untrained yolo11n-obb with our 4 classes, saved as a bundle with a card."""
-    import yaml
-    from ultralytics import YOLO
-    from ultralytics.utils import ROOT
-
-    from detector.bundle import write_card
-
-    spec = yaml.safe_load((ROOT / "cfg/models/11/yolo11-obb.yaml").read_text())
-    spec.update(nc=len(CLASSES), scale="n")
-    (folder / "yolo11n-obb.yaml").write_text(yaml.safe_dump(spec))
-    model = YOLO(str(folder / "yolo11n-obb.yaml"), task="obb")
-    model.model.names = dict(enumerate(CLASSES))
-    weights = folder / "untrained.pt"
-    model.save(str(weights))
-    card = default_card("obb", CLASSES, imgsz, candidate_conf=0.001, operating_threshold=0.002)
-    write_card(weights, card)
-    return weights
-
-
 def test_evaluate_end_to_end_with_a_real_model(tmp_path):
     """The real pipeline on an untrained model: the figures are poor, the report complete."""
     (tmp_path / "scenes").mkdir()
     make_scene(tmp_path / "scenes", "a", 6)
     make_scene(tmp_path / "scenes", "b", 3)
-    weights = untrained_bundle(tmp_path)
+    weights = save_untrained(tmp_path / "untrained.pt", candidate_conf=0.001,
+                             operating_threshold=0.002, calibration={})
     report = api.evaluate(_cfg(tmp_path, f"weights={weights}", "+infer.progress=false",
                                "+infer.device=cpu"))
     saved = json.loads((tmp_path / "out" / "report.json").read_text())

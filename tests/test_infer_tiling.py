@@ -7,8 +7,9 @@ from shapely.geometry import Polygon, box
 from detector.geometry import obb_corners, polygon_iou
 from detector.infer.merge import merge, owned
 from detector.infer.tiling import tile_grid
+from tests.helpers import car_string
 
-CAR_LEN, CAR_WID, GAP = 30.0, 6.0, 2.0  # px: a 15 m car at 0.5 m/px, 1 m coupling gap
+CAR_LEN, CAR_WID = 30.0, 6.0  # px: a 15 m car at 0.5 m/px (car_string's defaults)
 TILE, OVERLAP = 128, 48
 MARGIN = 3.0  # px of core growth: several times the per-tile centre jitter
 
@@ -35,14 +36,6 @@ def test_cores_partition_the_plane_with_margin_from_tile_edges():
         assert np.isinf(xmax) or t.x0 + t.size - xmax >= OVERLAP / 2
         assert np.isinf(ymin) or ymin - t.y0 >= OVERLAP / 2
         assert np.isinf(ymax) or t.y0 + t.size - ymax >= OVERLAP / 2
-
-
-def car_string(x0, y0, angle_deg, n):
-    """n coupled cars along a straight track starting at (x0, y0)."""
-    a = np.deg2rad(angle_deg)
-    step = CAR_LEN + GAP
-    return [obb_corners(x0 + np.cos(a) * step * k, y0 + np.sin(a) * step * k, CAR_LEN, CAR_WID,
-                        a) for k in range(n)]
 
 
 def simulate_tiles(cars, tiles, rng, jitter=0.6, min_visible=0.15):

@@ -7,14 +7,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
-from rasterio.crs import CRS
 from rasterio.env import get_gdal_config
 
 from detector.infer.model import all_cores
 from detector.infer.reader import GDAL_CACHE_BYTES, PrefetchReader, Stretch
 from detector.infer.tiling import tile_grid
-from detector.raster import write_geotiff
 from detector.train import offline
 
 
@@ -27,10 +24,8 @@ def test_importing_the_package_changes_neither_gdal_nor_the_matplotlib_backend(c
     assert out.stdout.split() == ["svg", "None"]
 
 
-def test_gdal_cache_is_bounded_while_tiles_stream_then_restored(tmp_path):
-    path = tmp_path / "s.tif"
-    write_geotiff(path, np.zeros((3, 64, 64), np.uint8), Affine(0.5, 0, 0, 0, -0.5, 0),
-                  CRS.from_epsg(32652))
+def test_gdal_cache_is_bounded_while_tiles_stream_then_restored(tiny_scene):
+    path = tiny_scene(size=(64, 64))
     before = get_gdal_config("GDAL_CACHEMAX")
     stretch = Stretch([1, 2, 3], np.zeros(3), np.full(3, 255.0))
     with PrefetchReader(path, tile_grid(64, 64, 32, 0), 32, stretch) as reader:

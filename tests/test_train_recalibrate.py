@@ -8,7 +8,7 @@ from detector.errors import DetectorError
 from detector.labels import read_geojson
 from detector.synth import write_scenes
 from detector.train.recalibrate import recalibrate
-from tests.test_infer_model import save_untrained
+from tests.helpers import save_untrained
 
 
 def test_recalibrate_on_scenes_updates_the_card(tmp_path):

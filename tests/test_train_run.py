@@ -11,8 +11,8 @@ from detector.bundle import CARD_VERSION, card_path, read_card
 from detector.config import compose
 from detector.errors import DetectorError
 from detector.train.model import build_model, resolve_init
-from detector.train.toy import TOY_CLASSES, write_toy_dataset
 from detector.train.train import resolve_resume, train
+from tests.helpers import TOY_CLASSES, write_toy_dataset
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_smoke_run_writes_a_bundle_whose_card_has_every_field(smoke_bundle):
     for key in ("mAP50", "mAP50-95", "per_class", "ece_before", "ece_after", "test"):
         assert key in metrics, key
     assert set(metrics["per_class"]) == set(TOY_CLASSES)
-    assert card.dataset["info"]["source"] == "detector.train.toy"
+    assert card.dataset["info"]["source"] == "tests.helpers"
     assert len(card.git_commit) > 0
 
 
@@ -127,3 +127,18 @@ def test_cli_smoke_builds_a_synthetic_dataset_and_keeps_the_config(tmp_path, cli
     assert card.imgsz == 160 and card.m_per_px == 0.5
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert len(list((tmp_path / "datasets").glob("synthetic-obb-*/data.yaml"))) == 1
+
+
+def test_cli_multirun_sweep_trains_one_bundle_per_choice(toy, tmp_path, cli_env):
+    """The README's `-m model=...,...` sweep: one job, run folder and bundle per model."""
+    sweep = tmp_path / "sweep"
+    run = subprocess.run(
+        [sys.executable, "-m", "detector.train", "-m", "debug=smoke", f"dataset={toy}",
+         "model=yolo11n-obb,yolov8n-obb", "trainer.imgsz=64", "trainer.batch=4",
+         "calibration.level=chips", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=cli_env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    archs = [read_card(sweep / str(job) / "railcar_obb.pt").training["arch"] for job in (0, 1)]
+    assert archs == ["yolo11n-obb.yaml", "yolov8n-obb.yaml"]
+    for job in (0, 1):
+        assert (sweep / str(job) / ".hydra" / "config.yaml").is_file()
