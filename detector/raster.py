@@ -35,6 +35,8 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {
 }
 # Stretch methods scene_stretch knows; add a name here when adding a method there.
 NORMALIZATION_METHODS = ("percentile", "none")
+# Enough for one tile row of strips of a non-tiled GeoTIFF, small against the scene.
+GDAL_CACHE_BYTES = 256 * 2**20
 _STATS_MAX_SIDE = 1024
 _EARTH_RADIUS_M = 6_371_008.8
 
@@ -65,6 +67,15 @@ def check_normalization(spec: Any) -> dict[str, Any]:
     if not 0 <= int(out["fill"]) <= 255:
         raise ValueError(f"fill {out['fill']!r} must lie in 0..255")
     return {**out, "bands": list(bands), "percentiles": [low, high]}
+
+
+def gdal_cache(max_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
+    """A context in which GDAL's block cache holds at most ``max_bytes``.
+
+    GDAL's default is 5% of RAM, so reading a large scene would grow memory with the scene;
+    inference runs inside this, and rasterio puts the caller's value back on exit.
+    """
+    return rasterio.Env(GDAL_CACHEMAX=int(max_bytes))
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:

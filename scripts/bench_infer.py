@@ -33,7 +33,7 @@ from detector.infer.model import all_cores, load_bundle
 from detector.infer.reader import read_tile
 from detector.infer.scene import make_predictor, plan_scene
 from detector.labels import read_geojson
-from detector.raster import to_uint8
+from detector.raster import gdal_cache, to_uint8
 
 
 def generate(workdir: Path, size: int, m_per_px: float, seed: int) -> tuple[Path, int]:
@@ -94,7 +94,7 @@ def time_forward(scene: Path, weights: str | None, device: str) -> tuple[float, 
         tiles = [img for t in plan.tiles
                  if (img := read_tile(src, t, bundle.imgsz, plan.stretch)) is not None]
     images = np.stack(tiles)
-    with all_cores(bundle.device):  # as detector.infer runs it
+    with all_cores(bundle.device), gdal_cache():  # as detector.infer runs it
         predictor.forward(images[:1])  # warm-up
         _sync(bundle.device)
         start = time.perf_counter()

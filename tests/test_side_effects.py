@@ -2,16 +2,17 @@
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import rasterio
 import torch
 from rasterio.env import get_gdal_config
 
+from detector.infer import api
 from detector.infer.model import all_cores
-from detector.infer.reader import GDAL_CACHE_BYTES, PrefetchReader, Stretch
-from detector.infer.tiling import tile_grid
+from detector.infer.results import SceneResult
+from detector.raster import GDAL_CACHE_BYTES
 from detector.train import offline
 
 
@@ -24,13 +25,20 @@ def test_importing_the_package_changes_neither_gdal_nor_the_matplotlib_backend(c
     assert out.stdout.split() == ["svg", "None"]
 
 
-def test_gdal_cache_is_bounded_while_tiles_stream_then_restored(tiny_scene):
+def test_gdal_cache_is_bounded_while_scenes_run_then_restored(tiny_scene, infer_cfg,
+                                                            monkeypatch):
     path = tiny_scene(size=(64, 64))
     before = get_gdal_config("GDAL_CACHEMAX")
-    stretch = Stretch([1, 2, 3], np.zeros(3), np.full(3, 255.0))
-    with PrefetchReader(path, tile_grid(64, 64, 32, 0), 32, stretch) as reader:
-        assert len(list(reader)) == 4
-        assert get_gdal_config("GDAL_CACHEMAX") == GDAL_CACHE_BYTES
+    seen = []
+
+    def process_scene(scene, bundle, predictor, cfg):
+        seen.append(get_gdal_config("GDAL_CACHEMAX"))
+        return SceneResult(scene, True)
+
+    monkeypatch.setattr(api, "process_scene", process_scene)
+    bundle = SimpleNamespace(device=torch.device("cpu"), classes=[])
+    api.run_config(infer_cfg(path), bundle, predictor=object())
+    assert seen == [GDAL_CACHE_BYTES] and before != GDAL_CACHE_BYTES
     assert get_gdal_config("GDAL_CACHEMAX") == before
     with rasterio.open(path) as src:  # and GDAL still works after
         assert src.read(1).shape == (64, 64)

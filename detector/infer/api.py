@@ -18,6 +18,7 @@ from detector.infer.outputs import write_summary
 from detector.infer.results import SceneResult
 from detector.infer.scene import make_predictor, process_scene
 from detector.infer.sources import resolve_sources
+from detector.raster import gdal_cache
 from detector.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     if predictor is None:
         predictor = make_predictor(bundle, cfg)
     results = []
-    with all_cores(bundle.device):
+    with all_cores(bundle.device), gdal_cache():
         for path in scenes:
             try:
                 results.append(process_scene(path, bundle, predictor, cfg))

@@ -23,11 +23,6 @@ from rasterio.windows import Window
 from detector.infer.tiling import Tile
 from detector.raster import to_uint8
 
-# GDAL's block cache defaults to 5% of RAM; while tiles stream it is bounded so memory does
-# not grow with the scene (it must still hold one tile row of strips for non-tiled GeoTIFFs).
-# Set for the reader's lifetime only (rasterio.Env restores the caller's value).
-GDAL_CACHE_BYTES = 256 * 2**20
-
 
 @dataclass(frozen=True)
 class Stretch:
@@ -88,7 +83,6 @@ class PrefetchReader:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="tile-reader", daemon=True)
-        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -112,14 +106,12 @@ class PrefetchReader:
         self._put(None)
 
     def __enter__(self) -> PrefetchReader:
-        self._env.__enter__()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self._env.__exit__()
 
     def __iter__(self) -> Iterator[TileImage]:
         while True:

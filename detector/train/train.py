@@ -23,7 +23,7 @@ from detector.errors import DetectorError
 from detector.train import offline  # sets YOLO_OFFLINE before ultralytics loads
 from detector.train.augment import build_augmentations, ultralytics_hyp
 from detector.train.calibrate import calibrate, collect_candidates
-from detector.train.card import build_card, chip_size, yolo_metrics
+from detector.train.card import build_card, chip_size, model_m_per_px, yolo_metrics
 from detector.train.model import build_model
 from detector.validation import check_config
 
@@ -181,7 +181,7 @@ def check_dataset(meta: dict[str, Any], data_yaml: Path, task: str, imgsz: int) 
     if size and size != imgsz:
         log.warning("trainer.imgsz=%d but chips are %d px: the model sees %.3g m/px, not the "
                     "dataset's (the card records it)", imgsz, size,
-                    float(meta.get("m_per_px", 0.5)) * size / imgsz)
+                    model_m_per_px(meta, imgsz))
 
 
 def train_args(cfg: DictConfig, data_yaml: Path, run_dir: Path) -> dict[str, Any]:
