@@ -70,3 +70,17 @@ def visible_fraction(corners: np.ndarray, box: tuple[float, float, float, float]
     xmin, ymin, xmax, ymax = box
     clip = Polygon([(xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax)])
     return float(poly.intersection(clip).area / poly.area)
+
+
+def window_starts(start: int, stop: int, side: int, stride: int) -> list[int]:
+    """Starts of windows of ``side`` covering [start, stop), ``stride`` apart.
+
+    The last window is pulled back to end at ``stop`` so no window leaves the range; a
+    range no longer than one window gets a single window at ``start`` (reaching past
+    ``stop``). Dataset chips and inference tiles are both laid out with this.
+    """
+    if stop - start <= side:
+        return [start]
+    starts = list(range(start, stop - side, max(1, stride)))
+    starts.append(stop - side)
+    return starts

@@ -1,7 +1,7 @@
 """Labels and detections as GeoJSON: one Polygon per vehicle, property ``class``.
 
-Coordinates are in the scene's CRS (DESIGN.md). We record that CRS in the legacy
-``crs`` member so readers can reproject labels whose CRS differs from the raster's;
+Coordinates are in the scene's CRS (docs/design.md, labels GeoJSON). We record that CRS
+in the legacy ``crs`` member so readers can reproject labels whose CRS differs from the raster's;
 a file without it is taken to be in the raster's CRS, or in pixel coordinates when the
 raster has none.
 """

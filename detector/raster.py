@@ -36,9 +36,49 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {
     "percentiles": [0.5, 99.5],
     "fill": 114,
 }
+# Stretch methods scene_stretch knows; add a name here when adding a method there.
 NORMALIZATION_METHODS = ("joint_percentile", "percentile", "none")
+# Enough for one tile row of strips of a non-tiled GeoTIFF, small against the scene.
+GDAL_CACHE_BYTES = 256 * 2**20
 _STATS_MAX_SIDE = 1024
 _EARTH_RADIUS_M = 6_371_008.8
+
+
+def check_normalization(spec: Any) -> dict[str, Any]:
+    """Validate a normalisation spec (card, dataset, config) and fill its defaults.
+
+    Raises:
+        ValueError: a message naming the wrong key (callers add the file or config key).
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"must be a mapping like {DEFAULT_NORMALIZATION}")
+    unknown = sorted(set(spec) - set(DEFAULT_NORMALIZATION))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown}; known: {sorted(DEFAULT_NORMALIZATION)}")
+    out = {**DEFAULT_NORMALIZATION, **spec}
+    if out["method"] not in NORMALIZATION_METHODS:
+        raise ValueError(f"method {out['method']!r} is unknown; use one of "
+                         f"{', '.join(NORMALIZATION_METHODS)}")
+    bands = out["bands"]
+    if (not isinstance(bands, list | tuple) or not bands
+            or any(not isinstance(b, int) or b < 1 for b in bands)):
+        raise ValueError(f"bands {bands!r} must be a list of 1-based band numbers")
+    low, high = (list(out["percentiles"]) + [None, None])[:2]
+    if low is None or high is None or not 0 <= low < high <= 100:
+        raise ValueError(f"percentiles {out['percentiles']!r} must be [low, high] "
+                         "with 0 <= low < high <= 100")
+    if not 0 <= int(out["fill"]) <= 255:
+        raise ValueError(f"fill {out['fill']!r} must lie in 0..255")
+    return {**out, "bands": list(bands), "percentiles": [low, high]}
+
+
+def gdal_cache(max_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
+    """A context in which GDAL's block cache holds at most ``max_bytes``.
+
+    GDAL's default is 5% of RAM, so reading a large scene would grow memory with the scene;
+    inference runs inside this, and rasterio puts the caller's value back on exit.
+    """
+    return rasterio.Env(GDAL_CACHEMAX=int(max_bytes))
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
@@ -109,7 +149,7 @@ def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
     Returns float arrays of shape (C,) for the spec's bands.
     """
     bands = list(normalization.get("bands", DEFAULT_NORMALIZATION["bands"]))
-    method = normalization.get("method", "percentile")
+    method = normalization.get("method", DEFAULT_NORMALIZATION["method"])
     if method not in NORMALIZATION_METHODS:
         raise DetectorError(f"normalization.method={method!r} is unknown; use one of "
                             f"{list(NORMALIZATION_METHODS)}")

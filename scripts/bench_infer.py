@@ -29,11 +29,11 @@ from rasterio.windows import Window
 
 from detector.config import compose
 from detector.infer.api import config, run_config
-from detector.infer.model import load_bundle
+from detector.infer.model import all_cores, load_bundle
 from detector.infer.reader import read_tile
 from detector.infer.scene import make_predictor, plan_scene
 from detector.labels import read_geojson
-from detector.raster import to_uint8
+from detector.raster import gdal_cache, to_uint8
 
 
 def generate(workdir: Path, size: int, m_per_px: float, seed: int) -> tuple[Path, int]:
@@ -94,12 +94,13 @@ def time_forward(scene: Path, weights: str | None, device: str) -> tuple[float, 
         tiles = [img for t in plan.tiles
                  if (img := read_tile(src, t, bundle.imgsz, plan.stretch)) is not None]
     images = np.stack(tiles)
-    predictor.forward(images[:1])  # warm-up
-    _sync(bundle.device)
-    start = time.perf_counter()
-    for k in range(0, len(images), batch):
-        predictor.forward(images[k:k + batch])
-    _sync(bundle.device)
+    with all_cores(bundle.device), gdal_cache():  # as detector.infer runs it
+        predictor.forward(images[:1])  # warm-up
+        _sync(bundle.device)
+        start = time.perf_counter()
+        for k in range(0, len(images), batch):
+            predictor.forward(images[k:k + batch])
+        _sync(bundle.device)
     info = {"imgsz": bundle.imgsz, "tile_size": plan.tile_size, "overlap": plan.overlap,
             "card": bundle.card, "weights": str(bundle.weights), "stretch": plan.stretch}
     return time.perf_counter() - start, len(images), info
@@ -127,10 +128,10 @@ def time_sahi(scene: Path, info: dict, device: str, batches: list[int]
     del data, valid
     model = AutoDetectionModel.from_pretrained(
         model_type="ultralytics", model_path=info["weights"],
-        confidence_threshold=float(card["candidate_conf"]), device=device,
+        confidence_threshold=card.candidate_conf, device=device,
         image_size=info["imgsz"])
     size, overlap = info["tile_size"], info["overlap"]
-    op = card["operating_threshold"]
+    op = card.operating_threshold
     timings, counts = {}, {}
     for b in batches:
         start = time.perf_counter()

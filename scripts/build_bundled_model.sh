@@ -53,11 +53,11 @@ import sys
 from detector.bundle import read_card
 
 card = read_card(sys.argv[1])  # checks the sha256 of the copied weights
-m = card["metrics"]
+m = card.metrics
 print(f"bundled model: {sys.argv[1]} (+ .json), built in {int(sys.argv[2]) / 60:.1f} min")
 print(f"val  mAP50 {m['mAP50']}  mAP50-95 {m['mAP50-95']}  ECE {m['ece_before']} -> {m['ece_after']}")
 for name, v in m["per_class"].items():
     test = m.get("test", {}).get("per_class", {}).get(name, {})
     print(f"  {name:12s} val mAP50 {v['mAP50']}  test mAP50 {test.get('mAP50')}")
-print("dispersion", card.get("dispersion"))
+print("dispersion", card.dispersion)
 PY

@@ -96,13 +96,13 @@ def perfect_detector_rows(folder: Path, angle: float, nms_ious: list[float], see
 
 def inference_nms_iou(weights: str | None) -> float:
     """The in-tile NMS IoU inference uses with ``weights``: conf/infer.yaml, else the card's."""
-    from detector.infer.model import CARD_DEFAULTS
+    from detector.bundle import NMS
 
     override = compose("infer").iou
     if override is not None:
         return float(override)
-    card = read_card(resolve_weights(weights)) or {}
-    return float(card.get("nms", CARD_DEFAULTS["nms"])["iou"])
+    card = read_card(resolve_weights(weights))
+    return (card.nms if card else NMS()).iou
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

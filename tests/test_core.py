@@ -13,8 +13,10 @@ from detector.geometry import (
     pixel_to_map,
     polygon_iou,
     visible_fraction,
+    window_starts,
 )
 from detector.labels import LabelledPolygon, read_geojson, to_pixel, write_geojson
+from detector.tables import text_table
 
 
 def test_obb_round_trip():
@@ -56,3 +58,24 @@ def test_labels_geojson_round_trip_with_reprojection(tmp_path):
     assert crs == utm and polys[0].cls == "covered_car"
     px = to_pixel(polys, crs, utm, transform)[0].corners
     assert np.allclose(px, obb_corners(100, 50, 28, 6, 0.3), atol=0.01)
+
+
+@pytest.mark.parametrize(("start", "stop", "side", "stride"),
+                         [(0, 1000, 128, 112), (64, 300, 128, 100), (0, 128, 128, 112),
+                          (0, 50, 128, 112)])
+def test_window_starts_cover_the_range_without_leaving_it(start, stop, side, stride):
+    starts = window_starts(start, stop, side, stride)
+    assert starts[0] == start
+    if stop - start >= side:
+        assert starts[-1] + side == stop
+        assert all(b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
+        assert all(start <= s and s + side <= stop for s in starts)
+
+
+def test_text_table_pads_columns_in_both_layouts():
+    md = text_table(["a", "long"], [["xyz", "1"], ["", "22"]])
+    assert md.splitlines() == ["| a   | long |", "|-----|------|", "| xyz | 1    |",
+                               "|     | 22   |"]
+    assert text_table(["a", "b"], [["xyz", "1"]], markdown=False).splitlines() == [
+        "a    b", "xyz  1"]
+    assert text_table(["a"], []) == "| a |\n|---|"

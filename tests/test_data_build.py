@@ -306,3 +306,21 @@ def test_synthetic_end_to_end_with_the_generator(tmp_path):
     assert len(info["scenes"]) == 4
     assert sum(info["splits"]["train"]["instances"].values()) > 0
     assert all(s["size"] == [600, 600] for s in info["scenes"])
+
+
+def test_split_lists_resolve_like_ultralytics(tmp_path, monkeypatch):
+    """`./x` in a split's .txt list is relative to the list; other paths to the working dir."""
+    from detector.data.yolo import dataset_split_images
+
+    (tmp_path / "lists" / "imgs").mkdir(parents=True)
+    (tmp_path / "val").mkdir()
+    for name in ("lists/imgs/a.png", "b.png", "val/c.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "lists" / "train.txt").write_text("./imgs/a.png\nb.png\n")
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text("path: .\ntrain: lists/train.txt\nval: val\nnames: [car]\n")
+    monkeypatch.chdir(tmp_path)
+    assert dataset_split_images(data_yaml, "train") == [tmp_path / "lists/imgs/a.png",
+                                                        tmp_path / "b.png"]
+    assert dataset_split_images(data_yaml, "val") == [tmp_path / "val/c.png"]
+    assert dataset_split_images(data_yaml, "test") == []

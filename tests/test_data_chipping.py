@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detector.data.chipping import Chip, axis_starts, chip_grid, chip_labels, visible_part
+from detector.data.chipping import Chip, chip_grid, chip_labels, visible_part
 from detector.data.split import (
     assign_splits,
     scene_blocks,
@@ -62,18 +62,6 @@ def test_clipped_rotated_car_keeps_its_orientation():
     assert angle == pytest.approx(np.deg2rad(30))
     assert width == pytest.approx(6.0)
     assert 15 < length < 30
-
-
-@pytest.mark.parametrize(("start", "stop", "side", "stride"),
-                         [(0, 1000, 128, 112), (64, 300, 128, 100), (0, 128, 128, 112),
-                          (0, 50, 128, 112)])
-def test_axis_starts_cover_the_range_without_leaving_it(start, stop, side, stride):
-    starts = axis_starts(start, stop, side, stride)
-    assert starts[0] == start
-    if stop - start >= side:
-        assert starts[-1] + side == stop
-        assert all(b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
-        assert all(start <= s and s + side <= stop for s in starts)
 
 
 def test_blocks_tile_the_scene_exactly():

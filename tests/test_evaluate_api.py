@@ -1,16 +1,16 @@
 """``detector.evaluate``: finding labelled scenes, the evaluate() flow and the command line."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
-from rasterio.crs import CRS
 
 import detector.infer
+from detector.bundle import default_card
 from detector.config import compose
 from detector.errors import DetectorError
 from detector.evaluate import api
@@ -19,10 +19,7 @@ from detector.geometry import obb_corners, pixel_to_map
 from detector.infer.results import Detection, SceneResult
 from detector.labels import LabelledPolygon, write_geojson
 from detector.raster import write_geotiff
-
-CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
-UTM = CRS.from_epsg(32652)
-TRANSFORM = Affine(0.5, 0, 500000, 0, -0.5, 4700000)
+from tests.helpers import CLASSES, TRANSFORM, UTM, save_untrained
 
 
 def _cars(n, y=60.0):
@@ -100,7 +97,7 @@ def test_evaluate_writes_report_and_plots(tmp_path, monkeypatch):
     (tmp_path / "scenes").mkdir()
     make_scene(tmp_path / "scenes", "a", 6)
     make_scene(tmp_path / "scenes", "b", 4)
-    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5, "sha256": "x"}
+    card = default_card("obb", CLASSES, 128, operating_threshold=0.5, sha256="x")
     monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     monkeypatch.setattr(detector.infer, "run", _fake_run(missed=1, extra=1), raising=False)
     report = api.evaluate(_cfg(tmp_path))
@@ -115,7 +112,7 @@ def test_evaluate_writes_report_and_plots(tmp_path, monkeypatch):
     assert saved["confusion"]["covered_vs_others"]["covered_as_other"] == 3
     assert {"mae", "mape", "bias", "rmse", "coverage", "mean_width"} <= set(
         saved["counting"]["classes"]["covered_car"])
-    assert "| **wagons** |" in (out / "report.md").read_text()
+    assert re.search(r"\| \*\*wagons\*\* +\|", (out / "report.md").read_text())
     for name in report["plots"].values():
         assert (out / name).stat().st_size > 1000
     assert not list(out.glob(".*partial*"))
@@ -124,7 +121,7 @@ def test_evaluate_writes_report_and_plots(tmp_path, monkeypatch):
 def test_evaluate_fails_cleanly_when_every_scene_fails(tmp_path, monkeypatch):
     (tmp_path / "scenes").mkdir()
     make_scene(tmp_path / "scenes", "a", 2)
-    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5}
+    card = default_card("obb", CLASSES, 128, operating_threshold=0.5)
     monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     monkeypatch.setattr(detector.infer, "run", lambda *a, **k: [], raising=False)
     with pytest.raises(DetectorError, match="inference failed on every scene"):
@@ -137,14 +134,43 @@ def test_unknown_label_class_is_one_clear_error(tmp_path, monkeypatch):
     image = make_scene(tmp_path / "scenes", "a", 2)
     write_geojson(image.with_suffix(".geojson"),
                   [LabelledPolygon(pixel_to_map(_cars(1)[0], TRANSFORM), "bus")], UTM)
-    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), {"classes": CLASSES}))
+    card = default_card("obb", CLASSES, 128)
+    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     with pytest.raises(DetectorError, match="unknown class 'bus'"):
         api.evaluate(_cfg(tmp_path))
 
 
 def test_flatten_infer_overrides():
-    assert api.flatten({"tiling": {"overlap_m": 20}, "merge": "nms"}) == {
-        "tiling.overlap_m": 20, "merge": "nms"}
+    assert api.flatten({"tiling": {"overlap_m": 20}, "merge": {"method": "ownership"}}) == {
+        "tiling.overlap_m": 20, "merge.method": "ownership"}
+
+
+@pytest.mark.parametrize(("override", "key"), [("+infer.merge=nms", "merge"),
+                                                ("+infer.merge.method=nms", "merge.method"),
+                                                ("+infer.tiling.overlap=20", "tiling.overlap"),
+                                                ("iou=0", "iou")])
+def test_bad_infer_overrides_fail_before_any_inference(tmp_path, monkeypatch, override, key):
+    (tmp_path / "scenes").mkdir()
+    make_scene(tmp_path / "scenes", "a", 2)
+    monkeypatch.setattr(detector.infer, "run", lambda *a, **k: pytest.fail("ran"),
+                        raising=False)
+    with pytest.raises(DetectorError, match=rf"^{key}[=:]"):
+        api.evaluate(_cfg(tmp_path, override))
+
+
+def test_documented_infer_override_examples_are_valid(tmp_path):
+    """The examples in conf/evaluate.yaml's comment compose and pass the checks."""
+    from detector.config import CONFIG_MODULE
+    from detector.infer.api import config
+    from detector.validation import check_config
+
+    text = (Path(__import__(CONFIG_MODULE, fromlist=["x"]).__path__[0]) / "evaluate.yaml"
+            ).read_text()
+    examples = [w for w in text.split() if w.startswith("+infer.")]
+    assert examples
+    for example in examples:
+        cfg = compose("evaluate", [example])
+        check_config(config(**api.infer_overrides(cfg, tmp_path)), "infer")
 
 
 def test_cli_bad_source_exits_2_with_one_line(tmp_path):
@@ -156,33 +182,13 @@ def test_cli_bad_source_exits_2_with_one_line(tmp_path):
     assert "missing" in proc.stderr and not (tmp_path / "out").exists()
 
 
-def untrained_bundle(folder: Path, imgsz: int = 128) -> Path:
-    """An untrained yolo11n-obb with our 4 classes, saved as a bundle with a card."""
-    import yaml
-    from ultralytics import YOLO
-    from ultralytics.utils import ROOT
-
-    from detector.bundle import default_card, write_card
-
-    spec = yaml.safe_load((ROOT / "cfg/models/11/yolo11-obb.yaml").read_text())
-    spec.update(nc=len(CLASSES), scale="n")
-    (folder / "yolo11n-obb.yaml").write_text(yaml.safe_dump(spec))
-    model = YOLO(str(folder / "yolo11n-obb.yaml"), task="obb")
-    model.model.names = dict(enumerate(CLASSES))
-    weights = folder / "untrained.pt"
-    model.save(str(weights))
-    card = default_card("obb", CLASSES, imgsz)
-    card.update(candidate_conf=0.001, operating_threshold=0.002)
-    write_card(weights, card)
-    return weights
-
-
 def test_evaluate_end_to_end_with_a_real_model(tmp_path):
     """The real pipeline on an untrained model: the figures are poor, the report complete."""
     (tmp_path / "scenes").mkdir()
     make_scene(tmp_path / "scenes", "a", 6)
     make_scene(tmp_path / "scenes", "b", 3)
-    weights = untrained_bundle(tmp_path)
+    weights = save_untrained(tmp_path / "untrained.pt", candidate_conf=0.001,
+                             operating_threshold=0.002, calibration={})
     report = api.evaluate(_cfg(tmp_path, f"weights={weights}", "+infer.progress=false",
                                "+infer.device=cpu"))
     saved = json.loads((tmp_path / "out" / "report.json").read_text())

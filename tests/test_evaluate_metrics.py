@@ -1,5 +1,6 @@
 """Evaluation metrics on planted detections: matching, AP, counting, confusion, duplicates."""
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from shapely.geometry import box
 
 from detector.evaluate.confusion import confusion_matrix, covered_vs_others
-from detector.evaluate.count_metrics import scene_counts, summarize, truth_mask
+from detector.evaluate.count_metrics import count_errors, summarize, truth_mask
 from detector.evaluate.detection_metrics import average_precision, detection_metrics
 from detector.evaluate.matching import (
     IGNORED,
@@ -124,7 +125,7 @@ def test_count_rows_and_summary():
     counts = {"classes": {"freight_car": {"count": 9, "expected": 9.4, "ci95": [8, 11]},
                           "covered_car": {"count": 5, "expected": 5.1, "ci95": [4, 6]}},
               "wagons": {"count": 14, "expected": 14.5, "ci95": [12, 16]}}
-    row = scene_counts(counts, {"freight_car": 10, "covered_car": 7, "locomotive": 1},
+    row = count_errors(counts, {"freight_car": 10, "covered_car": 7, "locomotive": 1},
                        CLASSES)
     assert row["wagons"] == {"truth": 17, "count": 14, "error": -3, "expected": 14.5,
                              "ci95": [12, 16], "covered": False}
@@ -199,7 +200,7 @@ def test_build_report_end_to_end_and_outputs(tmp_path):
     report["plots"] = write_plots(report, tmp_path)
     paths = write_report(report, tmp_path)
     md = paths["md"].read_text()
-    assert "| **wagons** |" in md and "covered_car" in md
+    assert re.search(r"\| \*\*wagons\*\* +\|", md) and "covered_car" in md
     assert all((tmp_path / f).stat().st_size > 1000 for f in report["plots"].values())
 
 

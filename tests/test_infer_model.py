@@ -8,43 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
-from rasterio.crs import CRS
 
-from detector.bundle import card_path, default_card, write_card
+from detector.bundle import card_path, write_card
 from detector.errors import DetectorError
 from detector.infer import SceneResult, run
 from detector.infer.model import Predictor, load_bundle
-from detector.raster import write_geotiff
-
-CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
+from tests.helpers import CLASSES, random_scene
 
 
-def save_untrained(path: Path, task: str = "obb", card: bool = True, imgsz: int = 128) -> Path:
-    """A tiny untrained YOLO with our 4 classes, saved so that YOLO(path) loads it."""
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel, OBBModel
-
-    yaml = "yolo11n-obb.yaml" if task == "obb" else "yolo11n.yaml"
-    model = YOLO(yaml)
-    net_cls = OBBModel if task == "obb" else DetectionModel
-    model.model = net_cls(yaml, nc=len(CLASSES), verbose=False)
-    model.model.names = dict(enumerate(CLASSES))
-    model.model.task = task
-    model.save(path)
-    if card:
-        info = default_card(task, CLASSES, imgsz)
-        info.update(candidate_conf=0.05, operating_threshold={"default": 0.5},
-                    calibration={"freight_car": {"method": "isotonic", "x": [0, 1],
-                                                 "y": [0.1, 0.9]}})
-        write_card(path, info)
-    return path
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("model")
-    return {task: save_untrained(folder / f"tiny_{task}.pt", task) for task in ("obb", "detect")}
+@pytest.fixture
+def models(untrained_models) -> dict[str, Path]:
+    return untrained_models
 
 
 @pytest.fixture
@@ -53,10 +27,7 @@ def obb_weights(models) -> Path:
 
 
 def scene(path: Path, size=(200, 150)) -> Path:
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, 255, size=(3, size[1], size[0]), dtype=np.uint8)
-    write_geotiff(path, data, Affine(0.5, 0, 500000, 0, -0.5, 4700000), CRS.from_epsg(32652))
-    return path
+    return random_scene(path, size)
 
 
 @pytest.mark.parametrize("task", ["obb", "detect"])
@@ -77,7 +48,7 @@ def test_plain_weights_without_card_work_with_a_warning(tmp_path, caplog, obb_we
     with caplog.at_level(logging.WARNING):
         bundle = load_bundle(weights, "cpu")
     assert "no model card" in caplog.text
-    assert bundle.card["classes"] == CLASSES and bundle.card["candidate_conf"] == 0.05
+    assert bundle.card.classes == CLASSES and bundle.card.candidate_conf == 0.05
 
 
 def test_bad_weights_and_mismatched_cards_are_one_line_errors(tmp_path, obb_weights):
@@ -96,7 +67,7 @@ def test_bad_weights_and_mismatched_cards_are_one_line_errors(tmp_path, obb_weig
     with pytest.raises(DetectorError, match="does not match"):
         load_bundle(other, "cpu")
     # a card whose classes do not fit the weights
-    card["classes"] = ["car"]
+    card.update(classes=["car"], not_wagons=[])
     write_card(other, card)
     with pytest.raises(DetectorError, match="classes"):
         load_bundle(other, "cpu")

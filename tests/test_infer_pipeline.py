@@ -24,9 +24,8 @@ from detector.infer.api import config, run_config
 from detector.infer.model import Bundle, TileDetections
 from detector.labels import LabelledPolygon, read_geojson, write_geojson
 from detector.raster import write_geotiff
+from tests.helpers import CLASSES, UTM, car_string
 
-CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
-UTM = CRS.from_epsg(32652)
 BRIGHT = {"freight_car": 250, "covered_car": 170}
 
 
@@ -51,16 +50,9 @@ def fake_predictor(images: np.ndarray) -> list[TileDetections]:
 
 
 def fake_bundle(m_per_px=0.5, imgsz=128) -> Bundle:
-    card = default_card("obb", CLASSES, imgsz)
-    card.update(m_per_px=m_per_px, candidate_conf=0.05, operating_threshold=0.5)
+    card = default_card("obb", CLASSES, imgsz, m_per_px=m_per_px, candidate_conf=0.05,
+                        operating_threshold=0.5)
     return Bundle(Path("stand-in.pt"), "0" * 64, card, None, torch.device("cpu"), False)
-
-
-def string(x0, y0, angle_deg, n, length, width, gap):
-    a = np.deg2rad(angle_deg)
-    step = length + gap
-    return [obb_corners(x0 + np.cos(a) * step * k, y0 + np.sin(a) * step * k, length, width, a)
-            for k in range(n)]
 
 
 def planted_scene(path, size=(420, 320), px=1.0, m_per_px=0.5, dtype=np.uint8, bands=3,
@@ -72,8 +64,8 @@ def planted_scene(path, size=(420, 320), px=1.0, m_per_px=0.5, dtype=np.uint8, b
     rng = np.random.default_rng(seed)
     w, h = size
     length, width, gap = 30 * px, 6 * px, 4 * px
-    cars = [(c, "freight_car") for c in string(30 * px, 40 * px, 30, 6, length, width, gap)]
-    cars += [(c, "covered_car") for c in string(40 * px, 150 * px, 45, 4, length, width, gap)]
+    cars = [(c, "freight_car") for c in car_string(30 * px, 40 * px, 30, 6, length, width, gap)]
+    cars += [(c, "covered_car") for c in car_string(40 * px, 150 * px, 45, 4, length, width, gap)]
     cars += [(obb_corners(330 * px, 60 * px, length, width, 1.2), "covered_car"),
              (obb_corners(300 * px, 250 * px, length, width, 0.1), "freight_car")]
     scale = 256 if dtype == np.uint16 else 1
@@ -98,6 +90,12 @@ def infer(tmp_path, source, bundle=None, **overrides):
     overrides = {"out": str(tmp_path / "out"), "progress": False, **overrides}
     cfg = config(source, None, **overrides)
     return run_config(cfg, bundle or fake_bundle(), fake_predictor)
+
+
+def test_infer_cfg_fixture_composes_a_quiet_run(infer_cfg, tiny_scene, tmp_path):
+    scene = tiny_scene(size=(96, 64))
+    [res] = run_config(infer_cfg(scene, quicklook=False), fake_bundle(), fake_predictor)
+    assert res.ok and res.outputs["counts"].parent == tmp_path / "out"
 
 
 def assert_matches(truth, detections):
@@ -133,6 +131,19 @@ def test_scene_counts_each_car_once_across_seams(tmp_path):
     assert json.loads(res.outputs["counts"].read_text())["wagons"]["count"] == 12
     assert res.outputs["quicklook"].stat().st_size > 10_000
     assert not list((tmp_path / "out").glob(".*partial*"))
+
+
+def test_counts_record_the_settings_actually_used(tmp_path):
+    scene = tmp_path / "yard.tif"
+    planted_scene(scene)
+    [res] = infer(tmp_path, scene, conf=0.3, **{"tiling.overlap_m": 30,
+                                                 "merge.method": "ownership"})
+    settings = json.loads(res.outputs["counts"].read_text())["settings"]
+    assert settings["candidate_conf"] == 0.3  # the run's, not the card's 0.05
+    assert settings["nms"] == {"iou": 0.5, "agnostic": True, "max_det": 1000}
+    assert settings["tiling"]["overlap_m"] == 30 and settings["merge"]["method"] == "ownership"
+    assert settings["backend"] == "torch" and settings["device"] == "cpu"
+    assert settings["model_m_per_px"] == 0.5 and settings["bands"] == [1, 2, 3]
 
 
 def test_rerun_skips_a_finished_scene_unless_overwrite(tmp_path):

@@ -6,21 +6,22 @@ from shapely.geometry import Polygon, box
 
 from detector.geometry import obb_corners, polygon_iou
 from detector.infer.merge import merge, owned
-from detector.infer.tiling import axis_starts, tile_grid
+from detector.infer.tiling import tile_grid
+from tests.helpers import car_string
 
-CAR_LEN, CAR_WID, GAP = 30.0, 6.0, 2.0  # px: a 15 m car at 0.5 m/px, 1 m coupling gap
+CAR_LEN, CAR_WID = 30.0, 6.0  # px: a 15 m car at 0.5 m/px (car_string's defaults)
 TILE, OVERLAP = 128, 48
 MARGIN = 3.0  # px of core growth: several times the per-tile centre jitter
 
 
-def test_axis_starts_cover_the_scene_and_keep_the_overlap():
+def test_tile_grid_covers_the_scene_and_keeps_the_overlap():
     for length in (1, 127, 128, 129, 300, 1000):
-        starts = axis_starts(length, TILE, OVERLAP)
+        starts = sorted({t.x0 for t in tile_grid(length, 1, TILE, OVERLAP)})
         assert starts[0] == 0
         assert starts[-1] + TILE >= length
         gaps = np.diff(starts)
         assert (gaps <= TILE - OVERLAP).all() and (gaps > 0).all()
-    assert axis_starts(50, TILE, OVERLAP) == [0]  # a scene smaller than one tile
+    assert [t.x0 for t in tile_grid(50, 50, TILE, OVERLAP)] == [0]  # smaller than one tile
 
 
 def test_cores_partition_the_plane_with_margin_from_tile_edges():
@@ -35,14 +36,6 @@ def test_cores_partition_the_plane_with_margin_from_tile_edges():
         assert np.isinf(xmax) or t.x0 + t.size - xmax >= OVERLAP / 2
         assert np.isinf(ymin) or ymin - t.y0 >= OVERLAP / 2
         assert np.isinf(ymax) or t.y0 + t.size - ymax >= OVERLAP / 2
-
-
-def car_string(x0, y0, angle_deg, n):
-    """n coupled cars along a straight track starting at (x0, y0)."""
-    a = np.deg2rad(angle_deg)
-    step = CAR_LEN + GAP
-    return [obb_corners(x0 + np.cos(a) * step * k, y0 + np.sin(a) * step * k, CAR_LEN, CAR_WID,
-                        a) for k in range(n)]
 
 
 def simulate_tiles(cars, tiles, rng, jitter=0.6, min_visible=0.15):
@@ -93,10 +86,12 @@ def match_one_to_one(cars, found):
 @pytest.mark.parametrize("angle", [0, 30, 45, 90, 135])
 def test_long_string_across_several_tiles_is_counted_once_each(angle):
     rng = np.random.default_rng(angle)
-    cars = car_string(20, 20 if angle < 90 else 20, angle, 14)
-    if angle > 90:
-        cars = car_string(400, 20, angle, 12)
+    # Strings heading left of straight down start near the right edge to stay in the scene.
+    x0, n = (20, 14) if angle <= 90 else (400, 12)
+    cars = car_string(x0, 20, angle, n)
+    assert all(((c >= 0) & (c <= 460)).all() for c in cars)
     tiles = tile_grid(460, 460, TILE, OVERLAP)
+    assert len({t.name for t in tiles for c in cars if t.owns(c.mean(axis=0)[None])[0]}) > 1
     found = merged(cars, tiles, rng)
     assert match_one_to_one(cars, found)
 

@@ -20,10 +20,11 @@ def test_notebook_outputs_are_stripped():
     assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
 
 
-def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+def test_quickstart_notebook_runs(tmp_path, monkeypatch, cli_env):
     import nbformat
     from nbclient import NotebookClient
 
+    monkeypatch.setenv("PYTHONPATH", cli_env["PYTHONPATH"])  # the kernel imports this checkout
     monkeypatch.setenv("QUICKSTART_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("DETECTOR_WEIGHTS", str(WEIGHTS))
     nb = nbformat.read(NOTEBOOK, as_version=4)

@@ -6,7 +6,7 @@ import pytest
 from detector import calibration
 from detector.geometry import obb_corners
 from detector.train.calibrate import (
-    Candidates,
+    MatchedCandidates,
     calibrate,
     f1_threshold,
     match,
@@ -50,7 +50,7 @@ def test_read_truth_obb_and_detect_rows(tmp_path):
 def _synthetic_candidates(n=4000, seed=0, n_classes=2):
     """Scores whose true probability of being correct is known: p = score**2."""
     rng = np.random.default_rng(seed)
-    cands = Candidates(n_classes)
+    cands = MatchedCandidates(n_classes)
     scores = rng.uniform(0.05, 1.0, n)
     correct = rng.uniform(size=n) < scores ** 2
     classes = rng.integers(0, 2, n)

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-import detector.conf
 import pytest
+from omegaconf import OmegaConf
 
+import detector.conf
 from detector.config import compose
 
 CONF = Path(detector.conf.__file__).parent
@@ -44,13 +45,29 @@ def test_model_options_cover_tasks_and_sizes():
         assert cfg.paths.bundle_name == f"railcar_{cfg.model.task}"
 
 
-def test_experiment_holds_only_differences():
-    base = compose("train", ["paths.output_dir=/tmp/unused"])
-    exp = compose("train", ["experiment=synthetic_default", "paths.output_dir=/tmp/unused"])
-    assert exp.trainer.time and exp.trainer.imgsz == exp.data.chip.size
-    assert exp.data.m_per_px == 0.5 and exp.model.task == "obb"
-    assert exp.calibration == base.calibration  # untouched groups stay as they are
-    assert exp.trainer.optimizer == base.trainer.optimizer
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("name", _options("experiment"))
+def test_experiment_holds_only_differences(name):
+    """Every value an experiment sets differs from what the same groups give without it."""
+    raw = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{name}.yaml"))
+    groups = [entry for entry in raw.pop("defaults", []) if isinstance(entry, dict)]
+    choices = [f"{k.removeprefix('override /')}={v}" for entry in groups
+               for k, v in entry.items()]
+    base = compose("train", [*choices, "paths.output_dir=/tmp/unused"])
+    exp = compose("train", [f"experiment={name}", "paths.output_dir=/tmp/unused"])
+    leaves = dict(_leaves(raw))
+    assert leaves, f"experiment {name} changes nothing"
+    repeats = [k for k, v in leaves.items() if OmegaConf.select(base, k) == v]
+    assert not repeats, f"experiment {name} repeats defaults: {repeats}"
+    for key, value in leaves.items():  # and what it sets is what training gets
+        assert OmegaConf.select(exp, key) == value, key
 
 
 def test_smoke_is_tiny():

@@ -8,7 +8,7 @@ from detector.errors import DetectorError
 from detector.labels import read_geojson
 from detector.synth import write_scenes
 from detector.train.recalibrate import recalibrate
-from tests.test_infer_model import save_untrained
+from tests.helpers import save_untrained
 
 
 def test_recalibrate_on_scenes_updates_the_card(tmp_path):
@@ -20,11 +20,11 @@ def test_recalibrate_on_scenes_updates_the_card(tmp_path):
     cal_cfg = compose("recalibrate").calibration
     card = recalibrate(weights, cal_cfg, scenes=scenes)
     assert card == read_card(weights)  # written beside the weights, sha256 still matching
-    assert card["metrics"]["calibrated_on"]["level"] == "scenes"
-    assert card["metrics"]["calibrated_on"]["scenes"] == 1
-    assert card["nms"] == {"iou": cal_cfg.nms.iou, "agnostic": cal_cfg.nms.agnostic}
+    assert card.metrics["calibrated_on"]["level"] == "scenes"
+    assert card.metrics["calibrated_on"]["scenes"] == 1
+    assert card.nms.model_dump() == {"iou": cal_cfg.nms.iou, "agnostic": cal_cfg.nms.agnostic}
     truth, _ = read_geojson(scenes / "scene_000.geojson")
-    totals = sum(total for _, total in card["recall_counts"].values())
+    totals = sum(total for _, total in card.recall_counts.values())
     assert 0 < totals <= len(truth)  # cars mostly outside the scene are not required
 
 

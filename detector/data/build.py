@@ -29,7 +29,7 @@ from detector.data.split import (
     scenes_are_enough,
 )
 from detector.data.synthetic import generate_scenes, synth_fingerprint
-from detector.data.writer import TASKS, DatasetWriter, write_data_yaml, write_dataset_json
+from detector.data.writer import DatasetWriter, write_data_yaml, write_dataset_json
 from detector.data.yolo import find_data_yaml, scan_yolo_dataset
 from detector.errors import DetectorError
 from detector.raster import (
@@ -40,10 +40,10 @@ from detector.raster import (
     scene_stretch,
     to_uint8,
 )
+from detector.validation import RULES, check_values
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "geojson", "xview", "yolo")
 FORMAT = "detector-dataset/1"
 
 
@@ -71,20 +71,11 @@ class ScenePlan:
 
 def check_settings(settings: dict[str, Any], task: str) -> None:
     """Raise a one-line error for a data config that cannot work."""
-    chip, split, norm = settings["chip"], settings["split"], settings["normalization"]
+    check_values({"data": settings, "task": task}, RULES["dataset"], "the data config")
+    chip, norm = settings["chip"], settings["normalization"]
     rules = [
-        (task in TASKS, f"task={task!r}: use one of {list(TASKS)}"),
-        (settings["source"] in SOURCES,
-         f"data.source={settings['source']!r}: use one of {list(SOURCES)}"),
-        (settings["m_per_px"] > 0, "data.m_per_px must be > 0 (metres per pixel)"),
-        (chip["size"] >= 32, "data.chip.size must be at least 32 pixels"),
-        (0 <= chip["overlap"] < chip["size"], "data.chip.overlap must be in [0, chip.size)"),
-        (0 < chip["min_visible"] <= 1, "data.chip.min_visible must be in (0, 1]"),
-        (0 <= chip["max_nodata"] <= 1, "data.chip.max_nodata must be in [0, 1]"),
-        (0 <= chip["background_keep"] <= 1, "data.chip.background_keep must be in [0, 1]"),
+        (chip["overlap"] < chip["size"], "data.chip.overlap must be in [0, chip.size)"),
         (len(norm["bands"]) in (1, 3), "data.normalization.bands must list 1 or 3 bands"),
-        (split["by"] in ("auto", "scene", "block"),
-         "data.split.by must be auto, scene or block"),
     ]
     classes = settings.get("classes")
     if settings["source"] != "yolo" or classes is not None:
@@ -117,7 +108,7 @@ def read_scenes(settings: dict[str, Any], scratch: Path) -> tuple[list[Scene], l
                         class_map, settings.get("keep_empty_scenes", False))
 
 
-def plan_scene(scene: Scene, settings: dict[str, Any]) -> tuple[ScenePlan | None, list[str]]:
+def plan_chipping(scene: Scene, settings: dict[str, Any]) -> tuple[ScenePlan | None, list[str]]:
     """Open a scene, fix its chip geometry and stretch, drop labels outside it.
 
     Returns:
@@ -230,7 +221,7 @@ def build_dataset(data_cfg: DictConfig, out: str | Path, task: str = "obb") -> P
         plans = []
         for scene in scenes:
             try:
-                plan, scene_problems = plan_scene(scene, settings)
+                plan, scene_problems = plan_chipping(scene, settings)
             except DetectorError as err:
                 plan, scene_problems = None, [str(err)]
             problems += scene_problems

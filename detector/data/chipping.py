@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from shapely.geometry import Polygon, box
 
-from detector.geometry import corners_to_obb
+from detector.geometry import corners_to_obb, window_starts
 from detector.labels import LabelledPolygon
 
 # visible_fraction is an area ratio from shapely; keep a car that sits at exactly min_visible.
@@ -46,26 +46,15 @@ class Chip:
         return np.asarray(xy, dtype=float) / self.scale + (self.col, self.row)
 
 
-def axis_starts(start: int, stop: int, side: int, stride: int) -> list[int]:
-    """Window starts covering [start, stop) with windows of ``side``, ``stride`` apart.
-
-    The last window is pulled back to end at ``stop`` so no window leaves the range
-    (and, for block splits, no chip reaches into a neighbouring block); a range shorter
-    than one window gets a single window at ``start``.
-    """
-    if stop - start <= side:
-        return [start]
-    starts = list(range(start, stop - side, max(1, stride)))
-    starts.append(stop - side)
-    return starts
-
-
 def chip_grid(region: tuple[int, int, int, int], side: int, stride: int, size: int) -> list[Chip]:
-    """Chips covering ``region`` (col0, row0, col1, row1) in source pixels, row by row."""
+    """Chips covering ``region`` (col0, row0, col1, row1) in source pixels, row by row.
+
+    Chips stay inside the region, so with block splits none reaches into a neighbouring block.
+    """
     col0, row0, col1, row1 = region
     return [Chip(col, row, side, size)
-            for row in axis_starts(row0, row1, side, stride)
-            for col in axis_starts(col0, col1, side, stride)]
+            for row in window_starts(row0, row1, side, stride)
+            for col in window_starts(col0, col1, side, stride)]
 
 
 def visible_part(corners: np.ndarray, bounds: tuple[float, float, float, float],

@@ -22,8 +22,6 @@ import yaml
 from detector.data.split import SPLITS
 from detector.labels import LabelledPolygon
 
-TASKS = ("obb", "detect")
-
 
 def obb_line(class_id: int, corners: np.ndarray, size: int) -> str:
     """``class x1 y1 x2 y2 x3 y3 x4 y4`` with coordinates normalised to the chip."""

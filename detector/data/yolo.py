@@ -49,20 +49,50 @@ def read_data_yaml(path: Path) -> tuple[dict[str, Any], Path, list[str]]:
     return data, root, [str(n) for n in names]
 
 
+def class_names(data_yaml: Path) -> list[str]:
+    """Class names in id order from a data.yaml's ``names`` (dict or list)."""
+    try:
+        names = yaml.safe_load(Path(data_yaml).read_text())["names"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise DetectorError(f"{data_yaml}: no class `names`; rebuild the dataset") from err
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names, key=int)]
+    return [str(n) for n in names]
+
+
+def listed_image(line: str, list_file: Path) -> Path:
+    """An image named in a split's ``.txt`` list, resolved as Ultralytics resolves it:
+    ``./x`` relative to the list file, other relative paths to the working directory."""
+    if line.startswith("./"):
+        return (list_file.parent / line[2:]).resolve()
+    return Path(line).resolve()
+
+
 def split_images(entry: str | list[str], root: Path, yaml_path: Path) -> list[Path]:
-    """Image files of one split entry: folders, image-list .txt files or lists of them."""
+    """Image files of one split entry: folders, image-list .txt files or lists of them.
+
+    Entries are relative to the dataset ``root``; list lines follow :func:`listed_image`.
+    """
     images: list[Path] = []
     for item in entry if isinstance(entry, list) else [entry]:
         path = Path(item) if Path(item).is_absolute() else root / item
         if path.is_dir():
             images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         elif path.suffix == ".txt" and path.is_file():
-            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-            images += [Path(x) if Path(x).is_absolute() else (root / x).resolve() for x in lines]
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()
+                     if line.strip()]
+            images += [listed_image(x, path) for x in lines]
         else:
             raise DetectorError(f"{yaml_path}: split entry {item!r} is not a folder or image "
                                 f"list under {root}; fix `path` or the split entries")
     return images
+
+
+def dataset_split_images(data_yaml: str | Path, split: str) -> list[Path]:
+    """Image files of one split of an Ultralytics dataset; none when the split is absent."""
+    data_yaml = Path(data_yaml)
+    data, root, _ = read_data_yaml(data_yaml)
+    return split_images(data[split], root, data_yaml) if data.get(split) else []
 
 
 def label_path(image: Path) -> Path:

@@ -9,13 +9,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from detector.bundle import read_card, resolve_weights
+from detector.bundle import ModelCard, read_card, resolve_weights
 from detector.errors import DetectorError
-from detector.evaluate.count_metrics import NOT_WAGONS
 from detector.evaluate.plots import write_plots
 from detector.evaluate.report import write_report
 from detector.evaluate.scenes import find_scenes, load_scene, scene_aoi
 from detector.evaluate.scoring import SceneEval, build_report
+from detector.validation import check_config
 
 log = logging.getLogger(__name__)
 GEOMETRIES = ("rotated", "axis_aligned")
@@ -33,15 +33,15 @@ def flatten(node: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def model_card(weights: str | Path | None) -> tuple[Path, dict[str, Any]]:
+def model_card(weights: str | Path | None) -> tuple[Path, ModelCard]:
     """The weights path and the card inference will use (defaults for a bare ``.pt``)."""
-    from detector.infer.model import CARD_DEFAULTS, load_bundle
+    from detector.infer.model import load_bundle
 
     path = resolve_weights(weights)
     card = read_card(path)
     if card is None:  # a plain Ultralytics .pt: its classes and task come from the model
         card = load_bundle(path, device="cpu").card
-    return path, {**CARD_DEFAULTS, **card}
+    return path, card
 
 
 def infer_overrides(cfg: DictConfig, out: Path) -> dict[str, Any]:
@@ -65,20 +65,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         DetectorError: no labelled scenes, bad labels, bad weights, or every scene failed.
     """
     from detector.infer import run
+    from detector.infer.api import config as infer_config
     from detector.infer.demo import demo_scene
 
+    check_config(cfg, "evaluate")
     out = Path(cfg.out)
+    overrides = infer_overrides(cfg, out / "predictions")
+    check_config(infer_config(**overrides), "infer")  # a bad infer.* fails before any work
     pairs = find_scenes(cfg.source or demo_scene(), cfg.split)
     weights, card = model_card(cfg.weights)
-    classes = list(card["classes"])
+    classes = list(card.classes)
     geometry = cfg.geometry if cfg.geometry != "auto" else (
-        "axis_aligned" if card.get("task") == "detect" else "rotated")
+        "axis_aligned" if card.task == "detect" else "rotated")
     if geometry not in GEOMETRIES:
         raise DetectorError(f"geometry={cfg.geometry}: unknown; use auto, "
                             + " or ".join(GEOMETRIES))
     # Read every label file first: a bad one fails the run before any inference.
     scenes = [load_scene(image, labels, classes) for image, labels in pairs]
-    overrides = infer_overrides(cfg, out / "predictions")
     results = {Path(r.scene).resolve(): r
                for r in run([str(s.image) for s in scenes], weights=str(weights), **overrides)}
     evals, failed = [], []
@@ -94,13 +97,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise DetectorError(f"{pairs[0][0].parent}: inference failed on every scene "
                             f"({failed[0]['error'] if failed else 'no scenes'}); fix the first "
                             "error above and rerun")
-    report = build_report(evals, classes, card.get("operating_threshold", 0.5), cfg.iou,
+    report = build_report(evals, classes, card.operating_threshold, cfg.iou,
                           list(cfg.iou_thresholds), cfg.min_inside,
                           axis_aligned=geometry == "axis_aligned",
-                          not_wagons=overrides.get("not_wagons", NOT_WAGONS))
+                          not_wagons=list(card.not_wagons))
     report = {"source": str(cfg.source or pairs[0][0]),
-              "model": {"path": str(weights), "sha256": card.get("sha256"),
-                        "task": card.get("task"), "m_per_px": card.get("m_per_px")},
+              "model": {"path": str(weights), "sha256": card.sha256,
+                        "task": card.task, "m_per_px": card.m_per_px},
               **report, "failed": failed}
     if cfg.plots:
         report["plots"] = write_plots(report, out)

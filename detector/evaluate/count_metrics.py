@@ -9,13 +9,13 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from detector.bundle import DEFAULT_NOT_WAGONS
 from detector.geometry import visible_fraction
 
-NOT_WAGONS = ("locomotive",)
 
-
-def wagon_classes(classes: Sequence[str], not_wagons: Sequence[str] = NOT_WAGONS) -> list[str]:
-    """The classes that count as wagons: every class but locomotive (by default)."""
+def wagon_classes(classes: Sequence[str], not_wagons: Sequence[str] = DEFAULT_NOT_WAGONS
+                  ) -> list[str]:
+    """The classes that count as wagons: every class but ``not_wagons`` (the card's)."""
     return [c for c in classes if c not in not_wagons]
 
 
@@ -32,8 +32,8 @@ def truth_mask(polygons: Sequence[np.ndarray], width: int, height: int,
     return keep
 
 
-def scene_counts(counts: Mapping[str, Any], truth: Mapping[str, int],
-                 classes: Sequence[str], not_wagons: Sequence[str] = NOT_WAGONS
+def count_errors(counts: Mapping[str, Any], truth: Mapping[str, int],
+                 classes: Sequence[str], not_wagons: Sequence[str] = DEFAULT_NOT_WAGONS
                  ) -> dict[str, Any]:
     """One scene's predicted vs true counts, per class and for wagons.
 
@@ -91,7 +91,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def counting_metrics(scene_rows: Sequence[Mapping[str, Any]], classes: Sequence[str]
                      ) -> dict[str, Any]:
-    """Summaries over scenes of :func:`scene_counts` rows, for wagons and each class."""
+    """Summaries over scenes of :func:`count_errors` rows, for wagons and each class."""
     return {
         "wagons": summarize([r["wagons"] for r in scene_rows]),
         "classes": {cls: summarize([r["classes"][cls] for r in scene_rows]) for cls in classes},

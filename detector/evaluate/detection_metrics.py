@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.bundle import threshold_for
 from detector.calibration import expected_calibration_error
 from detector.evaluate.matching import IGNORED, SceneMatches
 
@@ -34,15 +35,6 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, n_truth: int) -> float
     if n_truth == 0:
         return None
     return float(interpolated_precision(scores, tp, n_truth).mean())
-
-
-def threshold_for(operating_threshold: float | Mapping[str, float], cls: str,
-                  default: float = 0.5) -> float:
-    """The operating threshold of one class (the card holds a float, or one per class with
-    an optional ``default`` entry)."""
-    if isinstance(operating_threshold, Mapping):
-        return float(operating_threshold.get(cls, operating_threshold.get("default", default)))
-    return float(operating_threshold)
 
 
 def _ratio(num: float, den: float) -> float | None:

@@ -18,6 +18,7 @@ from detector.config import compose
 from detector.geometry import corners_to_obb, pixel_to_map, visible_fraction
 from detector.labels import LabelledPolygon, read_geojson, to_pixel, write_geojson
 from detector.raster import open_raster, write_geotiff
+from detector.tables import text_table
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +183,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
             return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
         return str(value)
 
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    line = "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
-            for row in cells]
-    return "\n".join([line, rule, *body])
+    return text_table(columns, [[cell(r.get(c)) for c in columns] for r in rows])
 
 
 def save_results(out: str | Path, name: str, rows: Sequence[Mapping[str, Any]],

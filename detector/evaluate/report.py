@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.atomic import write_text
+from detector.tables import text_table
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -35,10 +36,8 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown table of ``rows`` with their values formatted by :func:`fmt`."""
+    return text_table(header, [[fmt(v) for v in row] for row in rows])
 
 
 def _pct(value: float | None) -> str:

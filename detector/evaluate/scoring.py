@@ -10,13 +10,9 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from detector.bundle import DEFAULT_NOT_WAGONS
 from detector.evaluate.confusion import confusion_matrix, covered_vs_others
-from detector.evaluate.count_metrics import (
-    NOT_WAGONS,
-    counting_metrics,
-    scene_counts,
-    truth_mask,
-)
+from detector.evaluate.count_metrics import count_errors, counting_metrics, truth_mask
 from detector.evaluate.detection_metrics import (
     IOU_THRESHOLDS,
     counted_mask,
@@ -101,7 +97,7 @@ def scene_matches(scene: SceneEval, min_inside: float = 0.5, axis_aligned: bool 
 def build_report(scenes: Sequence[SceneEval], classes: Sequence[str],
                  operating_threshold: float | Mapping[str, float], iou: float = 0.5,
                  iou_thresholds: Sequence[float] = IOU_THRESHOLDS, min_inside: float = 0.5,
-                 axis_aligned: bool = False, not_wagons: Sequence[str] = NOT_WAGONS
+                 axis_aligned: bool = False, not_wagons: Sequence[str] = DEFAULT_NOT_WAGONS
                  ) -> dict[str, Any]:
     """Score scenes: detection, counting, confusion, calibration and seam duplicates.
 
@@ -126,7 +122,7 @@ def build_report(scenes: Sequence[SceneEval], classes: Sequence[str],
         duplicates = duplicate_count(m.iou[keep], m.ignore, iou)
         total_duplicates += duplicates
         truth = {cls: int(((m.truth_cls == cls) & ~m.ignore).sum()) for cls in classes}
-        per_scene = scene_counts(scene.counts, truth, classes, list(not_wagons))
+        per_scene = count_errors(scene.counts, truth, classes, list(not_wagons))
         rows.append({"scene": scene.name, **per_scene, "seam_duplicates": duplicates,
                      "candidates": int(len(m.scores)), "counted": int(keep.sum()),
                      **scene.extra})

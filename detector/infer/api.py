@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from detector.config import compose
 from detector.errors import DetectorError
 from detector.infer.demo import demo_scene
-from detector.infer.model import Bundle, load_bundle
+from detector.infer.model import Bundle, all_cores, load_bundle
 from detector.infer.outputs import write_summary
 from detector.infer.results import SceneResult
 from detector.infer.scene import make_predictor, process_scene
 from detector.infer.sources import resolve_sources
+from detector.raster import gdal_cache
+from detector.validation import check_config
 
 log = logging.getLogger(__name__)
 # Overrides that select a config group option rather than set a value.
@@ -24,14 +27,24 @@ CONFIG_GROUPS = ("tiling",)
 
 
 def config(source: Any = None, weights: Any = None, **overrides: Any) -> DictConfig:
-    """Compose ``conf/infer.yaml`` with Python-valued overrides (dotted keys allowed)."""
+    """Compose ``conf/infer.yaml`` with Python-valued overrides (dotted keys allowed).
+
+    Keys are checked as on the command line: an unknown key is an error, not ignored.
+
+    Raises:
+        DetectorError: an override names a key ``conf/infer.yaml`` does not have.
+    """
     groups = [f"{k}={v}" for k, v in overrides.items() if k in CONFIG_GROUPS]
     cfg = compose("infer", groups)
-    OmegaConf.set_struct(cfg, False)
     for key, value in overrides.items():
-        if key not in CONFIG_GROUPS:
+        if key in CONFIG_GROUPS:
+            continue
+        try:
             OmegaConf.update(cfg, key, str(value) if isinstance(value, Path) else value,
                              merge=True)
+        except (ConfigAttributeError, ConfigKeyError) as err:
+            raise DetectorError(f"{key}: not a key of conf/infer.yaml; check its spelling "
+                                f"(top-level keys: {', '.join(cfg)})") from err
     if source is not None:
         cfg.source = [str(s) for s in source] if _is_list(source) else str(source)
     if weights is not None:
@@ -60,23 +73,27 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     ``bundle``/``predictor`` may be injected (tests use a stand-in model).
 
     Raises:
-        DetectorError: no scenes, or weights that cannot be loaded.
+        DetectorError: a config value that cannot work, no scenes, or weights that cannot
+            be loaded.
     """
+    check_config(cfg, "infer")
     scenes = scenes_of(cfg)
     if bundle is None:
         bundle = load_bundle(cfg.get("weights"), cfg.device, cfg.get("half"))
     if predictor is None:
         predictor = make_predictor(bundle, cfg)
     results = []
-    for path in scenes:
-        try:
-            results.append(process_scene(path, bundle, predictor, cfg))
-        except DetectorError as err:
-            log.error("%s", err)
-            results.append(SceneResult(path, False, str(err)))
-        except Exception as err:  # noqa: BLE001 - one bad scene must not stop the others
-            log.exception("%s: failed", path)
-            results.append(SceneResult(path, False, f"{path}: {type(err).__name__}: {err}"))
+    with all_cores(bundle.device), gdal_cache():
+        for path in scenes:
+            try:
+                results.append(process_scene(path, bundle, predictor, cfg))
+            except DetectorError as err:
+                log.error("%s", err)
+                results.append(SceneResult(path, False, str(err)))
+            except Exception as err:  # noqa: BLE001 - one bad scene must not stop the others
+                log.exception("%s: failed", path)
+                results.append(SceneResult(path, False,
+                                           f"{path}: {type(err).__name__}: {err}"))
     if len(scenes) > 1:
         write_summary(Path(cfg.out) / "summary.csv", results, bundle.classes)
     return results

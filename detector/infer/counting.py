@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta, nbinom
 
+from detector.bundle import DEFAULT_NOT_WAGONS, threshold_for
+
 _BLOCK = 256
 _MIN_RECALL = 0.05  # bounds the work; below this the interval is meaningless anyway
 WAGONS = "wagons"  # key of the all-wagon total in dispersion maps
@@ -102,13 +104,6 @@ def dispersion_ratio(truth: Sequence[int], pmfs: Sequence[np.ndarray]) -> float:
     return max(1.0, float(np.mean(z2)))
 
 
-def threshold_for(operating_threshold: float | Mapping[str, float], cls: str) -> float:
-    """The operating threshold for ``cls`` (a float for all classes, or a dict per class)."""
-    if isinstance(operating_threshold, Mapping):
-        return float(operating_threshold.get(cls, operating_threshold.get("default", 0.5)))
-    return float(operating_threshold)
-
-
 def class_summary(scores: np.ndarray, p: np.ndarray, threshold: float, recall: float = 1.0,
                   level: float = 0.95, recall_evidence: Sequence[int] | None = None,
                   dispersion: float = 1.0) -> tuple[dict[str, Any], np.ndarray]:
@@ -137,7 +132,7 @@ def class_summary(scores: np.ndarray, p: np.ndarray, threshold: float, recall: f
 def summarize_counts(classes: Sequence[str], det_classes: Sequence[str], scores: np.ndarray,
                      p: np.ndarray, operating_threshold: float | Mapping[str, float],
                      recall: Mapping[str, float] | None = None,
-                     not_wagons: Sequence[str] = ("locomotive",), level: float = 0.95,
+                     not_wagons: Sequence[str] = DEFAULT_NOT_WAGONS, level: float = 0.95,
                      recall_evidence: Mapping[str, Sequence[int]] | None = None,
                      dispersion: Mapping[str, float] | None = None
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

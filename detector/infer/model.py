@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,15 +19,10 @@ import numpy as np
 import torch
 
 from detector.atomic import sha256_file
-from detector.bundle import default_card, read_card, resolve_weights
+from detector.bundle import ModelCard, default_card, read_card, resolve_weights
 from detector.errors import DetectorError
 
 log = logging.getLogger(__name__)
-
-# Card keys older bundles may lack.
-CARD_DEFAULTS: dict[str, Any] = {"candidate_conf": 0.05, "recall_at_candidate_conf": {},
-                                 "nms": {"iou": 0.5, "agnostic": True}}
-
 
 @dataclass
 class TileDetections:
@@ -42,22 +39,22 @@ class Bundle:
 
     weights: Path
     sha256: str
-    card: dict[str, Any]
+    card: ModelCard
     net: torch.nn.Module = field(repr=False)
     device: torch.device
     half: bool
 
     @property
     def task(self) -> str:
-        return str(self.card["task"])
+        return self.card.task
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card["classes"])
+        return list(self.card.classes)
 
     @property
     def imgsz(self) -> int:
-        return int(self.card["imgsz"])
+        return self.card.imgsz
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -69,11 +66,21 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def use_all_cores(device: torch.device) -> None:
-    """On CPU, let torch use every core (Ultralytics sets cpu_count - 1 when it runs)."""
+@contextmanager
+def all_cores(device: torch.device) -> Iterator[None]:
+    """On CPU, let torch use every core inside the block, then restore the caller's setting.
+
+    Ultralytics sets ``cpu_count - 1`` threads when it runs; inference wants them all.
+    """
+    before = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if device.type == "cpu" and torch.get_num_threads() != (cores or 1):
+    if device.type == "cpu" and before != (cores or 1):
         torch.set_num_threads(cores or 1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _imgsz(ckpt: dict[str, Any]) -> int:
@@ -81,16 +88,16 @@ def _imgsz(ckpt: dict[str, Any]) -> int:
     return int(size[0] if isinstance(size, list | tuple) else size)
 
 
-def _check_card(card: dict[str, Any], net: torch.nn.Module, task: str, path: Path) -> None:
+def _check_card(card: ModelCard, net: torch.nn.Module, task: str, path: Path) -> None:
     names = list(getattr(net, "names", {}).values()) if isinstance(
         getattr(net, "names", None), dict) else list(getattr(net, "names", []) or [])
-    if names and len(card["classes"]) != len(names):
+    if names and len(card.classes) != len(names):
         raise DetectorError(
-            f"{path}: card lists {len(card['classes'])} classes but the weights have "
+            f"{path}: card lists {len(card.classes)} classes but the weights have "
             f"{len(names)}; keep each .pt with the .json written for it")
-    if card["task"] != task:
+    if card.task != task:
         raise DetectorError(
-            f"{path}: card says task {card['task']!r} but the weights are {task!r}; "
+            f"{path}: card says task {card.task!r} but the weights are {task!r}; "
             "keep each .pt with the .json written for it")
 
 
@@ -126,11 +133,9 @@ def load_bundle(weights: str | Path | None, device: str | None = "auto",
         names = net.names if isinstance(net.names, dict) else dict(enumerate(net.names))
         card = default_card(task, [names[k] for k in sorted(names)], _imgsz(ckpt))
         log.warning("%s: no model card beside the weights; using defaults "
-                    "(m_per_px %.2f, identity calibration)", path, card["m_per_px"])
-    card = {**CARD_DEFAULTS, **card}
+                    "(m_per_px %.2f, identity calibration)", path, card.m_per_px)
     _check_card(card, net, task, path)
     use_half = dev.type == "cuda" if half is None else bool(half and dev.type == "cuda")
-    use_all_cores(dev)
     net = net.half() if use_half else net.float()
     # NHWC convolutions run ~1.4x faster than NCHW on CPU here (oneDNN), and suit fp16 on GPU.
     net = net.to(memory_format=torch.channels_last)
@@ -148,7 +153,6 @@ class Predictor:
     def forward(self, images: np.ndarray) -> Any:
         """Raw model output for a uint8 batch (used by the benchmark to time the net alone)."""
         b = self.bundle
-        use_all_cores(b.device)
         x = torch.from_numpy(np.ascontiguousarray(images)).to(b.device, non_blocking=True)
         x = ((x.half() if b.half else x.float()) / 255.0).contiguous(
             memory_format=torch.channels_last)

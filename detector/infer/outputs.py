@@ -15,6 +15,7 @@ from rasterio.crs import CRS
 from detector.atomic import write_text
 from detector.infer.results import Detection, SceneResult
 from detector.labels import LabelledPolygon, read_geojson, write_geojson
+from detector.tables import text_table
 
 
 def output_paths(out: Path, scene: Path) -> dict[str, Path]:
@@ -40,7 +41,7 @@ def read_detections(path: Path) -> list[Detection]:
 
 
 def write_counts(path: Path, counts: dict[str, Any]) -> None:
-    """The counts JSON (DESIGN.md contract)."""
+    """The counts JSON (fields: docs/design.md, counts JSON)."""
     write_text(path, json.dumps(counts, indent=2))
 
 
@@ -94,6 +95,4 @@ def format_table(results: Sequence[SceneResult], classes: Sequence[str]) -> str:
         seconds = row["seconds"]
         cells.append(f"{seconds:.1f}" if isinstance(seconds, int | float) else "")
         lines.append(cells)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([*(fmt.format(*map(str, r)) for r in [header, *lines]), *failed])
+    return "\n".join([text_table(header, lines, markdown=False), *failed])

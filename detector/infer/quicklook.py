@@ -7,20 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import rasterio
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from rasterio.enums import Resampling  # noqa: E402
-from rasterio.windows import Window  # noqa: E402
-
-from detector.atomic import atomic_path  # noqa: E402
-from detector.infer.reader import Stretch  # noqa: E402
-from detector.quicklook import class_color, draw_polygons, to_rgb  # noqa: E402
-from detector.raster import to_uint8  # noqa: E402
+from detector.atomic import atomic_path
+from detector.infer.reader import Stretch
+from detector.quicklook import class_color, draw_polygons, to_rgb
+from detector.raster import to_uint8
 
 
 def read_view(src: rasterio.DatasetReader, stretch: Stretch, window: Window,
@@ -82,8 +80,10 @@ def render_quicklook(path: Path, src: rasterio.DatasetReader, stretch: Stretch,
     inset = draw_polygons(inset, corners_px, classes_of, scale=zoom, offset=(x0, y0),
                           thickness=2)
 
-    fig, (ax_all, ax_zoom) = plt.subplots(1, 2, figsize=(14, 7.5),
-                                          gridspec_kw={"width_ratios": [1.6, 1]})
+    # A bare Figure on the Agg canvas: no pyplot state, the user's backend is left alone.
+    fig = Figure(figsize=(14, 7.5))
+    FigureCanvasAgg(fig)
+    ax_all, ax_zoom = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
     ax_all.imshow(overview)
     ax_all.add_patch(Rectangle((x0 * scale, y0 * scale), side * scale, side * scale,
                                fill=False, edgecolor="white", linestyle="--", linewidth=1))
@@ -100,4 +100,3 @@ def render_quicklook(path: Path, src: rasterio.DatasetReader, stretch: Stretch,
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

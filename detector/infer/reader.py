@@ -9,7 +9,6 @@ ready tiles, so the model never waits on I/O and memory stays bounded.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,10 +22,6 @@ from rasterio.windows import Window
 
 from detector.infer.tiling import Tile
 from detector.raster import to_uint8
-
-# GDAL's block cache defaults to 5% of RAM; bound it so memory does not grow with the
-# scene (it must still hold one tile row of strips for non-tiled GeoTIFFs).
-os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 
 @dataclass(frozen=True)

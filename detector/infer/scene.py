@@ -12,15 +12,16 @@ from typing import Any
 import numpy as np
 import rasterio
 import shapely
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from shapely.geometry import box
 from tqdm import tqdm
 
 from detector import calibration
+from detector.bundle import ModelCard
 from detector.errors import DetectorError
 from detector.geometry import pixel_to_map
 from detector.infer import aoi as aoi_mod
-from detector.infer.counting import summarize_counts, threshold_for
+from detector.infer.counting import summarize_counts
 from detector.infer.merge import merge, owned
 from detector.infer.model import Bundle, Predictor
 from detector.infer.outputs import output_paths, read_detections, write_counts, write_detections
@@ -56,7 +57,7 @@ class Candidates:
     tiles_read: int
 
 
-def plan_scene(src: rasterio.DatasetReader, path: Path, card: dict[str, Any], cfg: DictConfig
+def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: DictConfig
                ) -> Plan:
     """Resolution, stretch and tile grid for one open scene (no pixel data decoded yet)."""
     mpp = float(cfg.m_per_px) if cfg.get("m_per_px") else scene_m_per_px(src)
@@ -65,7 +66,7 @@ def plan_scene(src: rasterio.DatasetReader, path: Path, card: dict[str, Any], cf
                             "pixel> or give a georeferenced GeoTIFF")
     if src.crs is None:
         log.warning("%s: no CRS; outputs are in pixel coordinates", path)
-    norm = dict(card["normalization"])
+    norm = dict(card.normalization)
     if cfg.get("bands"):
         norm["bands"] = list(cfg.bands)
     bands = list(norm["bands"])
@@ -73,8 +74,8 @@ def plan_scene(src: rasterio.DatasetReader, path: Path, card: dict[str, Any], cf
     if len(bands) not in (1, 3):
         raise DetectorError(f"{path}: the model takes 3 bands but bands={bands}; "
                             "set bands= to three bands (e.g. bands=[3,2,1])")
-    imgsz = int(cfg.tiling.get("tile_px") or card["imgsz"])
-    tile_size = max(1, round(imgsz * float(card["m_per_px"]) / mpp))
+    imgsz = int(cfg.tiling.get("tile_px") or card.imgsz)
+    tile_size = max(1, round(imgsz * card.m_per_px / mpp))
     overlap = math.ceil(float(cfg.tiling.overlap_m) / mpp)
     if overlap * 2 > tile_size:
         raise DetectorError(
@@ -118,12 +119,12 @@ def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
     return Candidates(*(np.concatenate(a) for a in zip(*parts, strict=True)), read)
 
 
-def build_detections(cands: Candidates, plan: Plan, card: dict[str, Any], classes: list[str],
+def build_detections(cands: Candidates, plan: Plan, card: ModelCard, classes: list[str],
                      transform: Any, has_crs: bool) -> list[Detection]:
     """Detections with map coordinates and calibrated probabilities."""
     names = [classes[int(c)] if 0 <= int(c) < len(classes) else str(c) for c in cands.cls]
     p = np.zeros(len(names))
-    cal = card.get("calibration") or {}
+    cal = card.calibration
     for name in set(names):
         mask = np.array([n == name for n in names])
         p[mask] = calibration.apply(cal.get(name), cands.scores[mask])
@@ -138,13 +139,13 @@ def build_detections(cands: Candidates, plan: Plan, card: dict[str, Any], classe
 
 def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: Plan,
                  cfg: DictConfig, seconds: float, src: rasterio.DatasetReader) -> dict[str, Any]:
-    """The counts JSON dict (DESIGN.md contract) plus run details."""
+    """The counts JSON dict (docs/design.md, counts JSON) with the run's settings."""
     card = bundle.card
     per_class, wagons = summarize_counts(
         bundle.classes, [d.cls for d in detections], np.array([d.score for d in detections]),
-        np.array([d.p for d in detections]), card["operating_threshold"],
-        card.get("recall_at_candidate_conf"), tuple(cfg.not_wagons),
-        recall_evidence=card.get("recall_counts"), dispersion=card.get("dispersion"))
+        np.array([d.p for d in detections]), card.operating_threshold,
+        card.recall_at_candidate_conf, tuple(card.not_wagons),
+        recall_evidence=card.recall_counts, dispersion=card.dispersion)
     area_px = plan.area.area if plan.area is not None else src.width * src.height
     return {
         "scene": str(path),
@@ -156,9 +157,7 @@ def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: 
         "seconds": round(seconds, 2),
         "crs": src.crs.to_string() if src.crs else None,
         "aoi": str(cfg.aoi) if cfg.get("aoi") else None,
-        "model_m_per_px": float(card["m_per_px"]),
-        "candidate_conf": float(card["candidate_conf"]),
-        "operating_threshold": card["operating_threshold"],
+        "settings": run_settings(bundle, cfg),
         "tiles": len(plan.tiles),
         "n_candidates": len(detections),
     }
@@ -202,8 +201,7 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig) -
                            cands.tile[in_aoi], cands.tiles_read)
         detections = build_detections(cands, plan, bundle.card, bundle.classes, src.transform,
                                       src.crs is not None)
-        op = bundle.card["operating_threshold"]
-        counted = [d for d in detections if d.score >= threshold_for(op, d.cls)]
+        counted = [d for d in detections if d.score >= bundle.card.threshold(d.cls)]
         write_detections(paths["geojson"], counted, src.crs)
         outputs = {"geojson": paths["geojson"], "counts": paths["counts"]}
         counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src)
@@ -224,12 +222,32 @@ def _batch(bundle: Bundle) -> int:
     return 32 if bundle.device.type == "cuda" else 8
 
 
+def run_settings(bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
+    """The settings a run actually uses: the config where it sets them, else the card's.
+
+    Recorded under ``settings`` in every counts JSON, and what :func:`make_predictor` uses.
+    """
+    card = bundle.card
+    # The card's NMS produced the candidates its calibration was fitted on: keep it by default.
+    return {
+        "candidate_conf": float(cfg.conf if cfg.get("conf") is not None else card.candidate_conf),
+        "nms": {"iou": float(cfg.iou if cfg.get("iou") is not None else card.nms.iou),
+                "agnostic": bool(cfg.agnostic_nms if cfg.get("agnostic_nms") is not None
+                                 else card.nms.agnostic),
+                "max_det": int(cfg.max_det)},
+        "operating_threshold": card.operating_threshold,
+        "model_m_per_px": card.m_per_px,
+        "bands": list(cfg.bands) if cfg.get("bands") else list(card.normalization["bands"]),
+        "tiling": OmegaConf.to_container(cfg.tiling, resolve=True),
+        "merge": OmegaConf.to_container(cfg.merge, resolve=True),
+        "backend": str(cfg.get("backend") or "torch"),
+        "device": str(bundle.device),
+        "half": bool(bundle.half),
+    }
+
+
 def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
     """The batched predictor for ``bundle`` with the run's thresholds."""
-    card = bundle.card
-    conf = float(cfg.conf) if cfg.get("conf") is not None else float(card["candidate_conf"])
-    # The card's NMS produced the candidates its calibration was fitted on: keep it by default.
-    iou = float(cfg.iou) if cfg.get("iou") is not None else float(card["nms"]["iou"])
-    agnostic = (bool(cfg.agnostic_nms) if cfg.get("agnostic_nms") is not None
-                else bool(card["nms"]["agnostic"]))
-    return Predictor(bundle, conf, iou, int(cfg.max_det), agnostic)
+    s = run_settings(bundle, cfg)
+    return Predictor(bundle, s["candidate_conf"], s["nms"]["iou"], s["nms"]["max_det"],
+                     s["nms"]["agnostic"])

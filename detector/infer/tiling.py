@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+from detector.geometry import window_starts
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -51,21 +53,6 @@ class Tile:
                 & (y >= ymin - margin) & (y < ymax + margin))
 
 
-def axis_starts(length: int, size: int, overlap: int) -> list[int]:
-    """Tile start offsets along one axis: regular stride, the last tile flush with the edge.
-
-    A scene shorter than one tile gets a single tile at 0 (it reaches past the edge).
-    """
-    if size <= 0 or not 0 <= overlap < size:
-        raise ValueError(f"need 0 <= overlap ({overlap}) < tile size ({size})")
-    if length <= size:
-        return [0]
-    stride = size - overlap
-    starts = list(range(0, length - size, stride))
-    starts.append(length - size)
-    return starts
-
-
 def core_bounds(starts: list[int], size: int) -> list[tuple[float, float]]:
     """Half-open core interval per tile along one axis: mid-overlap boundaries, open ends."""
     cuts = [(nxt + cur + size) / 2 for cur, nxt in zip(starts, starts[1:], strict=False)]
@@ -81,7 +68,10 @@ def tile_grid(width: int, height: int, size: int, overlap: int) -> list[Tile]:
         size: tile side in source pixels.
         overlap: minimum overlap between neighbouring tiles in source pixels.
     """
-    xs, ys = axis_starts(width, size, overlap), axis_starts(height, size, overlap)
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(f"need 0 <= overlap ({overlap}) < tile size ({size})")
+    xs = window_starts(0, width, size, size - overlap)
+    ys = window_starts(0, height, size, size - overlap)
     x_cores, y_cores = core_bounds(xs, size), core_bounds(ys, size)
     return [Tile(r, c, x0, y0, size, (xc[0], yc[0], xc[1], yc[1]))
             for r, (y0, yc) in enumerate(zip(ys, y_cores, strict=True))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from detector import calibration
+from detector.data.yolo import dataset_split_images
 from detector.errors import DetectorError
 from detector.matching import greedy_match, iou_matrix
 
@@ -26,7 +26,7 @@ FALLBACK_THRESHOLD = 0.25  # Ultralytics' predict default, for a class without a
 
 
 @dataclass
-class Candidates:
+class MatchedCandidates:
     """Every candidate detection on a split, with whether it matched a truth."""
 
     n_classes: int
@@ -85,33 +85,6 @@ def match(pred: np.ndarray, scores: np.ndarray, pred_cls: np.ndarray, truth: np.
 
 # -- reading a split --------------------------------------------------------------------
 
-def split_images(data_yaml: str | Path, split: str) -> list[Path]:
-    """Image files of one split of an Ultralytics dataset (folders or .txt lists)."""
-    # Imported here, as in train.py, so that training does not load the dataset builder.
-    from detector.data.yolo import IMAGE_SUFFIXES
-
-    data_yaml = Path(data_yaml)
-    data = yaml.safe_load(data_yaml.read_text())
-    entries = data.get(split)
-    if not entries:
-        return []
-    root = Path(data.get("path") or data_yaml.parent)
-    if not root.is_absolute():
-        root = data_yaml.parent / root
-    images: list[Path] = []
-    for entry in [entries] if isinstance(entries, str) else entries:
-        path = Path(entry) if Path(entry).is_absolute() else root / entry
-        if path.is_dir():
-            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.suffix == ".txt" and path.is_file():
-            lines = [x.strip() for x in path.read_text().splitlines() if x.strip()]
-            images += [Path(x) if Path(x).is_absolute() else path.parent / x for x in lines]
-        else:
-            raise DetectorError(f"{data_yaml}: {split} split {path} does not exist; "
-                                "rebuild the dataset or fix data.yaml")
-    return images
-
-
 def read_truth(label_file: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Class ids (M,) and pixel polygons (M, 4, 2) of a YOLO label file (obb or detect rows)."""
     if not label_file.exists():
@@ -148,12 +121,12 @@ def result_polygons(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cfg: Any,
-                       imgsz: int, device: Any = None, split: str = "val") -> Candidates:
+                       imgsz: int, device: Any = None, split: str = "val") -> MatchedCandidates:
     """Predict on a split at ``cal_cfg.candidate_conf`` and match every candidate to truth."""
     from detector.data.yolo import label_path
 
-    images = split_images(data_yaml, split)
-    cands = Candidates(n_classes)
+    images = dataset_split_images(data_yaml, split)
+    cands = MatchedCandidates(n_classes)
     size = int(cal_cfg.batch)
     for start in range(0, len(images), size):
         batch = images[start:start + size]
@@ -172,7 +145,7 @@ def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cf
 
 def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, Path]],
                              names: Sequence[str], cal_cfg: Any, device: Any = None
-                             ) -> Candidates:
+                             ) -> MatchedCandidates:
     """Candidates from the real inference pipeline on whole labelled scenes.
 
     Counting happens on tiled, merged scenes, not on training chips (where cars cut by a
@@ -187,7 +160,7 @@ def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, P
     from detector.evaluate.scoring import SceneEval, scene_matches
     from detector.infer import run
 
-    cands = Candidates(len(names))
+    cands = MatchedCandidates(len(names))
     index = {name: c for c, name in enumerate(names)}
     with tempfile.TemporaryDirectory(prefix="calibrate_") as out:
         # One run over all scenes: the bundle is loaded (and its sha256 checked) once.
@@ -216,7 +189,7 @@ def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, P
 
 # -- fitting and reporting --------------------------------------------------------------
 
-def fit_maps(cands: Candidates, names: Sequence[str], min_samples: int = 20
+def fit_maps(cands: MatchedCandidates, names: Sequence[str], min_samples: int = 20
              ) -> dict[str, dict[str, Any]]:
     """Per-class isotonic score -> probability maps (identity for classes with few samples)."""
     return {name: calibration.fit_isotonic(cands.scores[cands.classes == c],
@@ -224,7 +197,7 @@ def fit_maps(cands: Candidates, names: Sequence[str], min_samples: int = 20
             for c, name in enumerate(names)}
 
 
-def cross_fitted(cands: Candidates, n_classes: int, min_samples: int = 20) -> np.ndarray:
+def cross_fitted(cands: MatchedCandidates, n_classes: int, min_samples: int = 20) -> np.ndarray:
     """Calibrated probability of each candidate from maps fitted on the other half of images."""
     fold = cands.image % 2
     probs = cands.scores.astype(float).copy()
@@ -239,7 +212,7 @@ def cross_fitted(cands: Candidates, n_classes: int, min_samples: int = 20) -> np
     return probs
 
 
-def ece_report(cands: Candidates, names: Sequence[str], min_samples: int = 20
+def ece_report(cands: MatchedCandidates, names: Sequence[str], min_samples: int = 20
                ) -> dict[str, Any]:
     """ECE of raw scores and of (cross-fitted) calibrated probabilities, overall and per class."""
     after = cross_fitted(cands, len(names), min_samples)
@@ -290,7 +263,7 @@ def count_threshold(scores: np.ndarray, correct: np.ndarray, n_truth: int
 THRESHOLD_RULES = {"count": count_threshold, "f1": f1_threshold}
 
 
-def operating_thresholds(cands: Candidates, names: Sequence[str], rule: str = "count"
+def operating_thresholds(cands: MatchedCandidates, names: Sequence[str], rule: str = "count"
                          ) -> dict[str, Any]:
     """Global and per-class raw operating thresholds (with their F1 on the calibration data).
 
@@ -311,19 +284,20 @@ def operating_thresholds(cands: Candidates, names: Sequence[str], rule: str = "c
     return {"threshold": round(thr, 4), "f1": round(f1, 4), "per_class": per_class}
 
 
-def recall_at_candidate_conf(cands: Candidates, names: Sequence[str]) -> dict[str, float | None]:
+def recall_at_candidate_conf(cands: MatchedCandidates, names: Sequence[str]
+                             ) -> dict[str, float | None]:
     """Share of each class's truth matched by some candidate (None without truth)."""
     return {name: (round(float(cands.truth_found[c] / cands.n_truth[c]), 4)
                    if cands.n_truth[c] else None) for c, name in enumerate(names)}
 
 
-def recall_counts(cands: Candidates, names: Sequence[str]) -> dict[str, list[int]]:
+def recall_counts(cands: MatchedCandidates, names: Sequence[str]) -> dict[str, list[int]]:
     """[found, total] truth per class: the evidence behind the recall, for its uncertainty."""
     return {name: [int(cands.truth_found[c]), int(cands.n_truth[c])]
             for c, name in enumerate(names)}
 
 
-def dispersion(cands: Candidates, names: Sequence[str], maps: dict[str, dict[str, Any]],
+def dispersion(cands: MatchedCandidates, names: Sequence[str], maps: dict[str, dict[str, Any]],
                evidence: dict[str, list[int]], not_wagons: Sequence[str]) -> dict[str, float]:
     """Variance ratio of per-scene counts vs their Poisson-binomial model, per class and wagons.
 
@@ -352,7 +326,7 @@ def dispersion(cands: Candidates, names: Sequence[str], maps: dict[str, dict[str
     return {name: round(dispersion_ratio(truth[name], pmfs[name]), 3) for name in pmfs}
 
 
-def calibrate(cands: Candidates, names: Sequence[str], min_samples: int = 20,
+def calibrate(cands: MatchedCandidates, names: Sequence[str], min_samples: int = 20,
               rule: str = "count") -> dict[str, Any]:
     """Everything the card needs from the candidates: maps, ECE, thresholds, recall."""
     return {"calibration": fit_maps(cands, names, min_samples),

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from detector.bundle import git_commit
-from detector.raster import DEFAULT_NORMALIZATION
+from detector.bundle import ModelCard, git_commit
 
 
 def _num(value: Any) -> float | None:
@@ -45,7 +44,7 @@ def model_m_per_px(dataset_meta: dict[str, Any], imgsz: int) -> float:
     Ultralytics resizes every chip so its long side is ``imgsz``; when that differs from the
     chip size, the model's input resolution differs from the dataset's m/px by that factor.
     """
-    m_per_px = float(dataset_meta.get("m_per_px") or 0.5)
+    m_per_px = float(dataset_meta.get("m_per_px") or ModelCard.model_fields["m_per_px"].default)
     size = chip_size(dataset_meta)
     return round(m_per_px * size / imgsz, 6) if size else m_per_px
 
@@ -87,8 +86,8 @@ def build_card(*, task: str, names: list[str], imgsz: int, dataset_meta: dict[st
                dataset_ref: dict[str, Any], cal: dict[str, Any], candidate_conf: float,
                nms: dict[str, Any],
                val_metrics: dict[str, Any], test_metrics: dict[str, Any] | None,
-               training: dict[str, Any]) -> dict[str, Any]:
-    """The card fields (``detector.bundle.write_card`` adds format, sha256 and created).
+               training: dict[str, Any], not_wagons: list[str] | None = None) -> ModelCard:
+    """The card of a trained model (``detector.bundle.write_card`` adds sha256 and created).
 
     Args:
         task: ``obb`` or ``detect``.
@@ -102,22 +101,25 @@ def build_card(*, task: str, names: list[str], imgsz: int, dataset_meta: dict[st
         val_metrics: :func:`yolo_metrics` on the val split.
         test_metrics: the same on the test split, or None.
         training: model architecture, init, epochs, time, Ultralytics run folder.
+        not_wagons: classes left out of the wagons total (None: the default among ``names``).
     """
     metrics = {**val_metrics, "split": "val", **calibration_metrics(cal)}
     if test_metrics:
         metrics["test"] = test_metrics
-    normalization = dict(dataset_meta.get("normalization") or DEFAULT_NORMALIZATION)
-    return {
+    fields: dict[str, Any] = {
         "task": task,
         "classes": list(names),
         "imgsz": int(imgsz),
         "m_per_px": model_m_per_px(dataset_meta, imgsz),
         "chip_size": chip_size(dataset_meta),
-        "bands": list(normalization.get("bands", DEFAULT_NORMALIZATION["bands"])),
-        "normalization": normalization,
         **calibration_fields(cal, names, candidate_conf, nms),
         "metrics": metrics,
         "dataset": {**dataset_ref, "info": dataset_meta},
         "training": training,
+        "init": training.get("init"),
+        "not_wagons": None if not_wagons is None else [c for c in not_wagons if c in names],
         "git_commit": git_commit(),
     }
+    if dataset_meta.get("normalization"):  # else the card's default
+        fields["normalization"] = dict(dataset_meta["normalization"])
+    return ModelCard.from_dict(fields, "trained model card")

@@ -7,10 +7,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 import detector.train.offline  # noqa: F401  (sets YOLO_OFFLINE before ultralytics loads)
-from detector.bundle import BUNDLED_WEIGHTS
+from detector.bundle import BUNDLED_WEIGHTS, TASKS
 from detector.errors import DetectorError
-
-TASKS = ("obb", "detect")
 
 
 def resolve_init(init: str | None) -> Path | None:

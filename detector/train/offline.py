@@ -1,7 +1,14 @@
 """Keep Ultralytics off the network: nothing may be downloaded at run time.
 
-Import this module before ``ultralytics`` (``detector.train`` does) and call
-:func:`prepare` before training.
+Import this module before ``ultralytics`` (``detector.train`` does) and train inside
+:func:`training_session`. What it changes, and for how long:
+
+- ``YOLO_OFFLINE=1`` in the environment (unless already set), at import: Ultralytics reads
+  it once, when it is imported, to skip its network probes and usage events.
+- ``Arial.ttf`` in Ultralytics' config folder (a copy of matplotlib's DejaVu Sans), kept:
+  Ultralytics would otherwise download it.
+- Ultralytics' AMP check is replaced, and its ``tensorboard`` setting switched on, only
+  inside the session; both are restored when it ends.
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -38,8 +47,14 @@ def provide_font() -> None:
     os.replace(tmp, target)
 
 
-def skip_amp_download() -> None:
-    """Stop the AMP check from downloading ``yolo26n.pt`` (CUDA only).
+def check_amp_offline(model) -> bool:
+    """AMP on CUDA, FP32 elsewhere: the outcome of Ultralytics' check when it cannot run."""
+    return next(model.parameters()).device.type == "cuda"
+
+
+@contextmanager
+def offline_amp_check() -> Iterator[None]:
+    """Inside the block, stop the AMP check from downloading ``yolo26n.pt``.
 
     Ultralytics compares FP32 and FP16 outputs of a downloaded reference model before it
     enables AMP. Without that file locally we trust AMP on CUDA (the check's own offline
@@ -49,28 +64,42 @@ def skip_amp_download() -> None:
     from ultralytics.utils import WEIGHTS_DIR
 
     if (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
+        yield
         return
-
-    def check_amp_offline(model) -> bool:
-        return next(model.parameters()).device.type == "cuda"
-
+    original = trainer_module.check_amp
     trainer_module.check_amp = check_amp_offline
+    try:
+        yield
+    finally:
+        trainer_module.check_amp = original
 
 
-def enable_tensorboard(enabled: bool) -> bool:
-    """Turn on Ultralytics' TensorBoard logger when asked and ``tensorboard`` is installed."""
+@contextmanager
+def tensorboard_logging(enabled: bool) -> Iterator[bool]:
+    """Inside the block, Ultralytics' TensorBoard logger is on when asked and installed.
+
+    Ultralytics only reads this from its settings file; the user's value is put back after.
+    """
     if not enabled or find_spec("tensorboard") is None:
-        return False
+        yield False
+        return
     from ultralytics import settings
 
-    if not settings.get("tensorboard"):
-        settings.update({"tensorboard": True})  # Ultralytics only reads this from its settings
-    return True
+    before = settings.get("tensorboard")
+    if not before:
+        settings.update({"tensorboard": True})
+    try:
+        yield True
+    finally:
+        if not before:
+            settings.update({"tensorboard": before})
 
 
-def prepare(tensorboard: bool = True) -> None:
-    """Make a training run offline-safe (font, AMP check) and set up optional logging."""
+@contextmanager
+def training_session(tensorboard: bool = True) -> Iterator[None]:
+    """An offline-safe training run (font, AMP check) with optional TensorBoard logging."""
     provide_font()
-    skip_amp_download()
-    if enable_tensorboard(tensorboard):
-        log.info("TensorBoard logs go to the run's ultralytics/ folder")
+    with offline_amp_check(), tensorboard_logging(tensorboard) as logging_on:
+        if logging_on:
+            log.info("TensorBoard logs go to the run's ultralytics/ folder")
+        yield

@@ -15,8 +15,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from detector.bundle import read_card, write_card
+from detector.bundle import ModelCard, read_card, write_card
 from detector.config import CONFIG_PATH, HYDRA_VERSION_BASE
+from detector.data.yolo import class_names
 from detector.errors import DetectorError, guarded
 from detector.train import offline
 from detector.train.calibrate import (
@@ -26,7 +27,7 @@ from detector.train.calibrate import (
     dispersion,
 )
 from detector.train.card import calibration_fields, calibration_metrics
-from detector.train.train import class_names
+from detector.validation import CALIBRATION, check_config, check_values
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _recorded_scenes(data_yaml: Path, split: str) -> list[tuple[Path, Path]]:
 
 def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path | None = None,
                 split: str = "val", scenes: str | Path | None = None, device: Any = None
-                ) -> dict[str, Any]:
+                ) -> ModelCard:
     """Refit the calibration of ``weights``; rewrite its card and return it.
 
     Candidates come from tiled inference on whole labelled scenes — a folder of
@@ -60,13 +61,14 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
 
     from detector.evaluate.scenes import find_scenes
 
-    offline.prepare(tensorboard=False)
+    check_values(cal_cfg, CALIBRATION, "the calibration config")
+    offline.provide_font()
     weights = Path(weights)
     card = read_card(weights)
     if card is None:
         raise DetectorError(f"{weights}: no model card beside it; recalibrate bundles written "
                             "by detector.train (NAME.pt + NAME.json)")
-    names = list(card["classes"])
+    names = list(card.classes)
     if scenes is None and data_yaml is None:
         raise DetectorError("recalibrate: nothing to calibrate on; pass scenes=FOLDER of "
                             "labelled GeoTIFFs or dataset=DATA.yaml")
@@ -83,29 +85,36 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
         cands = collect_scene_candidates(weights, pairs, names, cal_cfg, device)
     else:
         cands = collect_candidates(YOLO(str(weights)), data_yaml, len(names), cal_cfg,
-                                   int(card["imgsz"]), device, split)
+                                   card.imgsz, device, split)
     cal = calibrate(cands, names, int(cal_cfg.min_samples), str(cal_cfg.operating))
     nms = OmegaConf.to_container(cal_cfg.nms, resolve=True)
-    card.update(calibration_fields(cal, names, float(cal_cfg.candidate_conf), nms))
-    # Scene-to-scene variance beyond the independent-detection model (whole scenes only).
-    card["dispersion"] = (dispersion(cands, names, cal["calibration"], cal["recall_counts"],
-                                     list(cal_cfg.not_wagons)) if pairs else {})
-    card["metrics"].update(calibration_metrics(cal))
-    card["metrics"]["calibrated_on"] = {"source": source, "level": "scenes" if pairs else "chips",
-                                        "scenes": len(pairs), "candidates": cal["n_candidates"],
-                                        "truth": cal["n_truth"]}
+    metrics = {**card.metrics, **calibration_metrics(cal),
+               "calibrated_on": {"source": source, "level": "scenes" if pairs else "chips",
+                                 "scenes": len(pairs), "candidates": cal["n_candidates"],
+                                 "truth": cal["n_truth"]}}
+    fields = {**card.to_dict(),
+              **calibration_fields(cal, names, float(cal_cfg.candidate_conf), nms),
+              # Scene-to-scene variance beyond the independent-detection model (whole scenes).
+              "dispersion": (dispersion(cands, names, cal["calibration"], cal["recall_counts"],
+                                        list(card.not_wagons)) if pairs else {}),
+              "metrics": metrics}
+    card = ModelCard.from_dict(fields, weights)
     write_card(weights, card)
     log.info("%s: recalibrated on %s (%s): %d candidates, ECE %.4f -> %.4f", weights, source,
-             card["metrics"]["calibrated_on"]["level"], cal["n_candidates"],
+             metrics["calibrated_on"]["level"], cal["n_candidates"],
              cal["ece"]["ece_before"], cal["ece"]["ece_after"])
-    return card
+    return read_card(weights)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="recalibrate", version_base=HYDRA_VERSION_BASE)
 def main(cfg: DictConfig) -> None:
     """Hydra entry: see the module docstring."""
-    guarded(lambda: recalibrate(cfg.weights, cfg.calibration, cfg.dataset, cfg.split,
-                                cfg.scenes, cfg.device))
+    def body() -> None:
+        check_config(cfg, "recalibrate")
+        recalibrate(cfg.weights, cfg.calibration, cfg.dataset, cfg.split, cfg.scenes,
+                    cfg.device)
+
+    guarded(body)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from detector.atomic import atomic_path, sha256_file
-from detector.bundle import write_card
+from detector.bundle import ModelCard, write_card
+from detector.data.yolo import class_names, dataset_split_images
 from detector.errors import DetectorError
 from detector.train import offline  # sets YOLO_OFFLINE before ultralytics loads
 from detector.train.augment import build_augmentations, ultralytics_hyp
-from detector.train.calibrate import calibrate, collect_candidates, split_images
-from detector.train.card import build_card, chip_size, yolo_metrics
+from detector.train.calibrate import calibrate, collect_candidates
+from detector.train.card import build_card, chip_size, model_m_per_px, yolo_metrics
 from detector.train.model import build_model, resolve_init
+from detector.validation import check_config
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,12 @@ def train(cfg: DictConfig) -> Path:
     Raises:
         DetectorError: bad dataset, weights or settings (one line naming the fix).
     """
-    offline.prepare(tensorboard=bool(cfg.get("tensorboard", True)))
+    check_config(cfg, "train")
+    with offline.training_session(tensorboard=bool(cfg.get("tensorboard", True))):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> Path:
     run_dir = output_dir(cfg)
     # Resolve now: building a synthetic dataset composes another config, and ${hydra:...}
     # interpolations are best read before that.
@@ -79,7 +85,7 @@ def train(cfg: DictConfig) -> Path:
     log.info("calibration: %d candidates for %d truths; ECE %.4f -> %.4f", cal["n_candidates"],
              cal["n_truth"], cal["ece"]["ece_before"], cal["ece"]["ece_after"])
     test_metrics = None
-    if cfg.get("evaluate_test", True) and split_images(data_yaml, "test"):
+    if cfg.get("evaluate_test", True) and dataset_split_images(data_yaml, "test"):
         test = trained.val(data=str(data_yaml), split="test", imgsz=imgsz, device=device,
                            plots=False, verbose=False, project=str(Path(trainer.save_dir)),
                            name="test", exist_ok=True)
@@ -95,7 +101,8 @@ def train(cfg: DictConfig) -> Path:
                   "epochs_run": int(getattr(trainer, "epoch", -1)) + 1,
                   "epochs": int(trainer.args.epochs), "hours": _hours(trainer),
                   "device": str(trainer.device), "seed": int(trainer.args.seed),
-                  "run_dir": str(trainer.save_dir), "best": str(best)})
+                  "run_dir": str(trainer.save_dir), "best": str(best)},
+        not_wagons=list(cfg.calibration.not_wagons))
     weights = write_bundle(best, bundle_weights, card)
     if cfg.calibration.get("level") == "scenes":
         # Needs the written bundle: inference reads its card (resolution, normalisation).
@@ -183,23 +190,12 @@ def read_dataset_meta(data_yaml: Path) -> dict[str, Any]:
     """dataset.json beside data.yaml (empty, with a warning, when there is none)."""
     path = data_yaml.parent / "dataset.json"
     if not path.is_file():
-        log.warning("%s missing: the card gets default m_per_px and normalisation", path)
+        log.warning("%s missing: the card gets the default m_per_px and normalisation", path)
         return {}
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DetectorError(f"{path}: not valid JSON ({err}); rebuild the dataset") from err
-
-
-def class_names(data_yaml: Path) -> list[str]:
-    """Class names in id order from data.yaml ``names`` (dict or list)."""
-    try:
-        names = yaml.safe_load(data_yaml.read_text())["names"]
-    except (yaml.YAMLError, KeyError, TypeError) as err:
-        raise DetectorError(f"{data_yaml}: no class `names`; rebuild the dataset") from err
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names, key=int)]
-    return [str(n) for n in names]
 
 
 def check_dataset(meta: dict[str, Any], data_yaml: Path, task: str, imgsz: int) -> None:
@@ -211,7 +207,7 @@ def check_dataset(meta: dict[str, Any], data_yaml: Path, task: str, imgsz: int) 
     if size and size != imgsz:
         log.warning("trainer.imgsz=%d but chips are %d px: the model sees %.3g m/px, not the "
                     "dataset's (the card records it)", imgsz, size,
-                    float(meta.get("m_per_px", 0.5)) * size / imgsz)
+                    model_m_per_px(meta, imgsz))
 
 
 def train_args(cfg: DictConfig, data_yaml: Path, run_dir: Path) -> dict[str, Any]:
@@ -266,7 +262,7 @@ def _resumable(path: Path) -> bool:
     return isinstance(ckpt, dict) and ckpt.get("optimizer") is not None
 
 
-def write_bundle(best: Path, weights: Path, card: dict[str, Any]) -> Path:
+def write_bundle(best: Path, weights: Path, card: ModelCard) -> Path:
     """Copy ``best`` to ``weights`` and write the card beside it (both atomically)."""
     with atomic_path(weights) as tmp:
         shutil.copyfile(best, tmp)
@@ -281,8 +277,8 @@ def _hours(trainer: Any) -> float | None:
     return round((time.time() - start) / 3600, 4) if start else None
 
 
-def _log_summary(weights: Path, card: dict[str, Any]) -> None:
-    metrics = card["metrics"]
+def _log_summary(weights: Path, card: ModelCard) -> None:
+    metrics = card.metrics
     log.info("bundle %s (+ .json): val mAP50 %s, mAP50-95 %s, ECE %s -> %s", weights,
              metrics.get("mAP50"), metrics.get("mAP50-95"), metrics.get("ece_before"),
              metrics.get("ece_after"))

@@ -1,7 +1,8 @@
-"""A tiny YOLO dataset of bright rotated rectangles: for tests and quick checks of training.
+"""Builders shared by the tests: tiny GeoTIFF scenes, strings of cars, untrained models,
+and a tiny YOLO dataset of bright rotated rectangles (the layout of
+``detector.data.build_dataset`` output: ``data.yaml`` plus ``dataset.json``).
 
-It has the same layout as ``detector.data.build_dataset`` output: ``data.yaml`` plus a
-``dataset.json`` (classes, m_per_px, chip size, normalisation) beside it.
+Fixtures that wrap them live in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,57 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from affine import Affine
+from rasterio.crs import CRS
 
+from detector.bundle import default_card, write_card
 from detector.geometry import obb_corners
-from detector.raster import DEFAULT_NORMALIZATION
+from detector.raster import DEFAULT_NORMALIZATION, write_geotiff
 
-TOY_CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
+CLASSES = ["freight_car", "covered_car", "tank_car", "locomotive"]
+TOY_CLASSES = CLASSES
+UTM = CRS.from_epsg(32652)
+TRANSFORM = Affine(0.5, 0, 500000, 0, -0.5, 4700000)  # 0.5 m/px, UTM 52N
+
+
+def car_string(x0: float, y0: float, angle_deg: float, n: int, length: float = 30.0,
+               width: float = 6.0, gap: float = 2.0) -> list[np.ndarray]:
+    """Corners (4, 2) of ``n`` coupled cars along a straight track starting at (x0, y0)."""
+    a = np.deg2rad(angle_deg)
+    step = length + gap
+    return [obb_corners(x0 + np.cos(a) * step * k, y0 + np.sin(a) * step * k, length, width, a)
+            for k in range(n)]
+
+
+def random_scene(path: Path, size: tuple[int, int] = (200, 150), seed: int = 0,
+                 low: int = 0, high: int = 255, transform: Affine = TRANSFORM,
+                 crs: CRS | None = UTM) -> Path:
+    """A 3-band uint8 GeoTIFF of ``size`` (width, height) with uniform noise."""
+    data = np.random.default_rng(seed).integers(low, high, (3, size[1], size[0]), np.uint8)
+    write_geotiff(path, data, transform, crs)
+    return path
+
+
+def save_untrained(path: Path, task: str = "obb", card: bool = True, imgsz: int = 128,
+                   **card_fields) -> Path:
+    """A tiny untrained YOLO with our 4 classes, saved so that YOLO(path) loads it, with a
+    card (identity-ish calibration unless ``card_fields`` say otherwise)."""
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel, OBBModel
+
+    arch = "yolo11n-obb.yaml" if task == "obb" else "yolo11n.yaml"
+    model = YOLO(arch)
+    net_cls = OBBModel if task == "obb" else DetectionModel
+    model.model = net_cls(arch, nc=len(CLASSES), verbose=False)
+    model.model.names = dict(enumerate(CLASSES))
+    model.model.task = task
+    model.save(path)
+    if card:
+        fields = {"candidate_conf": 0.05, "operating_threshold": {"default": 0.5},
+                  "calibration": {"freight_car": {"method": "isotonic", "x": [0, 1],
+                                                  "y": [0.1, 0.9]}}, **card_fields}
+        write_card(path, default_card(task, CLASSES, imgsz, **fields))
+    return path
 # Fill colour (BGR) and length in pixels of each class, so the classes are learnable.
 _LOOK = {0: ((40, 40, 200), 28), 1: ((60, 160, 60), 28), 2: ((200, 200, 200), 22),
          3: ((200, 60, 40), 38)}
@@ -68,7 +115,7 @@ def write_toy_dataset(out: str | Path, n_train: int = 8, n_val: int = 4, size: i
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     meta = {"classes": TOY_CLASSES, "task": task, "m_per_px": 0.5, "chip_size": size,
             "normalization": dict(DEFAULT_NORMALIZATION), "splits": dict(splits),
-            "source": "detector.train.toy", "seed": seed}
+            "source": "tests.helpers", "seed": seed}
     (out / "dataset.json").write_text(json.dumps(meta, indent=2))
     return out / "data.yaml"
 
