@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
+import detector.conf
 import pytest
 from omegaconf import OmegaConf
 
-import detector.conf
 from detector.config import compose
 
 CONF = Path(detector.conf.__file__).parent
