@@ -147,7 +147,8 @@ def ground_texture(img: np.ndarray, px_per_m: float, rng: np.random.Generator,
     h, w = img.shape[:2]
     tcfg = rcfg.texture
     n = 1 + int(rng.random() < tcfg.second_family_prob)
-    for family in rng.choice(list(tcfg.families), size=n, replace=False):
+    families = list(tcfg.families)
+    for family in rng.choice(families, size=min(n, len(families)), replace=False):
         strength = sample(rng, tcfg.strength)
         if family == "fractal":
             field = sum(smooth_noise(rng, (h, w), cell=c * px_per_m) / (i + 1)
