@@ -331,7 +331,7 @@ def dispersion(cands: Candidates, names: Sequence[str], maps: dict[str, dict[str
     scene, detections share its haze, sun and density, so their errors are correlated and
     the independent-detection interval is too narrow by this factor.
     """
-    from detector.infer.counting import WAGONS, class_summary, dispersion_ratio
+    from detector.infer.counting import WAGONS, class_summary, convolve_pmfs, dispersion_ratio
 
     images = sorted(cands.truth_per_image)
     pmfs: dict[str, list[np.ndarray]] = {name: [] for name in [*names, WAGONS]}
@@ -346,7 +346,7 @@ def dispersion(cands: Candidates, names: Sequence[str], maps: dict[str, dict[str
             pmfs[name].append(pmf)
             truth[name].append(n)
             if name not in not_wagons:
-                wagon_pmf, wagon_truth = np.convolve(wagon_pmf, pmf), wagon_truth + n
+                wagon_pmf, wagon_truth = convolve_pmfs(wagon_pmf, pmf), wagon_truth + n
         pmfs[WAGONS].append(wagon_pmf)
         truth[WAGONS].append(wagon_truth)
     return {name: round(dispersion_ratio(truth[name], pmfs[name]), 3) for name in pmfs}
