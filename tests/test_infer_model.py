@@ -103,7 +103,8 @@ def test_bad_weights_and_mismatched_cards_are_one_line_errors(tmp_path, obb_weig
 
 
 def test_run_api_end_to_end_with_a_real_model(tmp_path, obb_weights):
-    results = run(scene(tmp_path / "s.tif"), obb_weights, out=tmp_path / "out", progress=False)
+    results = run(scene(tmp_path / "s.tif"), obb_weights, out=tmp_path / "out", progress=False,
+                  backend="torch")  # other backends: tests/test_infer_backends.py
     [res] = results
     assert isinstance(res, SceneResult) and res.ok, res.error
     assert set(res.outputs) == {"geojson", "counts", "quicklook"}
@@ -114,7 +115,7 @@ def test_run_api_end_to_end_with_a_real_model(tmp_path, obb_weights):
 
 def cli(tmp_path, weights, source):
     cmd = [sys.executable, "-m", "detector.infer", f"weights={weights}", f"source={source}",
-           f"out={tmp_path / 'out'}", "progress=false", "quicklook=false"]
+           f"out={tmp_path / 'out'}", "progress=false", "quicklook=false", "backend=torch"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 

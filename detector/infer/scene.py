@@ -137,7 +137,8 @@ def build_detections(cands: Candidates, plan: Plan, card: dict[str, Any], classe
 
 
 def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: Plan,
-                 cfg: DictConfig, seconds: float, src: rasterio.DatasetReader) -> dict[str, Any]:
+                 cfg: DictConfig, seconds: float, src: rasterio.DatasetReader,
+                 backend: str = "torch") -> dict[str, Any]:
     """The counts JSON dict (DESIGN.md contract) plus run details."""
     card = bundle.card
     per_class, wagons = summarize_counts(
@@ -161,6 +162,7 @@ def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: 
         "operating_threshold": card["operating_threshold"],
         "tiles": len(plan.tiles),
         "n_candidates": len(detections),
+        "backend": backend,
     }
 
 
@@ -206,7 +208,8 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig) -
         counted = [d for d in detections if d.score >= threshold_for(op, d.cls)]
         write_detections(paths["geojson"], counted, src.crs)
         outputs = {"geojson": paths["geojson"], "counts": paths["counts"]}
-        counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src)
+        counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
+                              str(getattr(predictor, "backend", "custom")))
         if cfg.quicklook:
             from detector.infer.quicklook import render_quicklook
 
@@ -225,11 +228,16 @@ def _batch(bundle: Bundle) -> int:
 
 
 def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
-    """The batched predictor for ``bundle`` with the run's thresholds."""
+    """The batched predictor for ``bundle`` with the run's thresholds and backend."""
+    from detector.infer.backends import make_runner
+
     card = bundle.card
     conf = float(cfg.conf) if cfg.get("conf") is not None else float(card["candidate_conf"])
     # The card's NMS produced the candidates its calibration was fitted on: keep it by default.
     iou = float(cfg.iou) if cfg.get("iou") is not None else float(card["nms"]["iou"])
     agnostic = (bool(cfg.agnostic_nms) if cfg.get("agnostic_nms") is not None
                 else bool(card["nms"]["agnostic"]))
-    return Predictor(bundle, conf, iou, int(cfg.max_det), agnostic)
+    imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
+    runner = make_runner(bundle, str(cfg.get("backend") or "auto"), imgsz,
+                         int(cfg.batch or _batch(bundle)))
+    return Predictor(bundle, conf, iou, int(cfg.max_det), agnostic, runner)

@@ -190,8 +190,11 @@ def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, P
     cands = Candidates(len(names))
     index = {name: c for c, name in enumerate(names)}
     with tempfile.TemporaryDirectory(prefix="calibrate_") as out:
-        # One run over all scenes: the bundle is loaded (and its sha256 checked) once.
+        # One run over all scenes: the bundle is loaded (and its sha256 checked) once. The
+        # torch network is the reference (other backends match it, tests/test_infer_backends.py)
+        # and a model calibrated once is not worth exporting.
         results = run([image for image, _ in scenes], weights, out=out, overwrite=True,
+                      backend="torch",
                       quicklook=False, progress=False, conf=float(cal_cfg.candidate_conf),
                       iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
                       **({"device": str(device)} if device is not None else {}))
