@@ -146,3 +146,21 @@ def test_demo_scene_is_generated_once_and_cached(tmp_path, monkeypatch):
     assert first.is_file() and first.with_suffix(".geojson").is_file()
     mtime = first.stat().st_mtime_ns
     assert demo_scene(seed=0) == first and first.stat().st_mtime_ns == mtime
+
+
+def test_inference_imports_only_what_it_uses(tmp_path, obb_weights):
+    """No scipy or matplotlib on the inference path (quicklook off), no Ultralytics at import."""
+    code = f"""
+import sys
+import detector.infer.__main__
+assert not {{m for m in sys.modules if m.split(".")[0] in ("ultralytics", "scipy", "matplotlib")}}
+from detector.infer import run
+[res] = run({str(scene(tmp_path / "s.tif"))!r}, {str(obb_weights)!r}, out={str(tmp_path / "o")!r},
+            progress=False, quicklook=False, backend="torch")
+assert res.ok, res.error
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"scipy", "matplotlib", "sahi"}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
