@@ -3,8 +3,9 @@
 Tiles are read by :func:`detector.raster.read_image`, the reader of training chips too:
 only the part of a tile window inside the raster is read (float windows, so the resampling
 grid is exact); the rest is filled with the normalisation's neutral ``fill``, and so are
-nodata pixels. Tiles without a single valid pixel are skipped before their data is read. A background thread with its own dataset handle keeps a bounded queue of
-ready tiles, so the model never waits on I/O and memory stays bounded.
+nodata pixels. Tiles without a single valid pixel are skipped before their data is read.
+A background thread with its own dataset handle keeps a bounded queue of ready tiles, so
+the model never waits on I/O and memory stays bounded.
 """
 
 from __future__ import annotations
