@@ -104,3 +104,18 @@ def test_auto_picks_the_fastest_installed_and_bad_names_fail(monkeypatch):
     assert backends.resolve_backend("auto", cpu) == "torch"
     with pytest.raises(DetectorError, match=r"needs the openvino package.*\[fast\]"):
         backends.resolve_backend("openvino", cpu)
+
+
+def test_auto_falls_back_to_torch_when_an_export_fails(monkeypatch):
+    backend = next((b for b in ("openvino", "onnx") if backends.installed(b)), None)
+    if backend is None:
+        pytest.skip("neither onnxruntime nor openvino is installed")
+    bundle = load_bundle(None, "cpu")
+
+    def broken(*args, **kwargs):
+        raise DetectorError("export failed")
+
+    monkeypatch.setattr(backends, "export_model", broken)
+    assert backends.make_runner(bundle, "auto", 512, 8).name == "torch"
+    with pytest.raises(DetectorError, match="export failed"):
+        backends.make_runner(bundle, backend, 512, 8)

@@ -198,11 +198,25 @@ class OpenVinoRunner:
 
 def make_runner(bundle: Bundle, backend: str, imgsz: int, batch: int
                 ) -> Callable[[np.ndarray], Any]:
-    """The forward pass for ``bundle`` on ``backend`` (exported and cached on first use)."""
+    """The forward pass for ``bundle`` on ``backend`` (exported and cached on first use).
+
+    With ``auto``, a backend that cannot export or load this model falls back to torch with
+    a warning; a backend asked for by name fails with a one-line error instead.
+    """
     name = resolve_backend(backend, bundle.device)
     if name == "torch":
         return TorchRunner(bundle)
-    path = export_model(bundle, name, imgsz, batch)
-    if name == "onnx":
-        return OnnxRunner(path, batch, bundle.device)
-    return OpenVinoRunner(path, batch)
+    try:
+        path = export_model(bundle, name, imgsz, batch)
+        if name == "onnx":
+            return OnnxRunner(path, batch, bundle.device)
+        return OpenVinoRunner(path, batch)
+    except Exception as err:  # noqa: BLE001 - runtimes raise many types
+        if str(backend).lower() != "auto":
+            if isinstance(err, DetectorError):
+                raise
+            raise DetectorError(f"{bundle.weights}: backend={name} cannot load the exported "
+                                f"model ({type(err).__name__}: {err}); set backend=torch") from err
+        log.warning("backend %s unavailable for %s (%s); using torch", name,
+                    bundle.weights.name, err)
+        return TorchRunner(bundle)
