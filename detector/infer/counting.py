@@ -30,6 +30,22 @@ _LGAMMA_BLOCK = 256  # integers per exact anchor of the log-gamma recursion
 _BETA_GRID = 4097  # points of the numerical Beta cdf
 _WIDEN = (10.0, 20.0, 40.0)  # standard deviations of the missed count spanned, in turn
 _THIN_TOL = 1e-10  # mass the thinning may lose beyond its span (float rounding is ~1e-12)
+_TINY = 1e-200  # flushed to zero: subnormal floats make every later operation ~100x slower
+
+
+def pmf_mean(pmf: np.ndarray) -> float:
+    """Mean of a pmf over 0, 1, 2, ...
+
+    A plain sum of products, not ``np.dot``: BLAS threads a long dot product, and on a busy
+    CPU its threads' hand-off costs more than the sum (tens of ms per call).
+    """
+    return float((np.arange(len(pmf), dtype=float) * pmf).sum())
+
+
+def _flush(x: np.ndarray) -> np.ndarray:
+    """``x`` with values below ``_TINY`` set to zero (in place; returned for chaining)."""
+    x[x < _TINY] = 0.0
+    return x
 
 
 def _span(pmf: np.ndarray, tail: float = _TAIL) -> tuple[int, int]:
@@ -71,7 +87,7 @@ def convolve_pmfs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     (oa, va), (ob, vb) = _cut(0, a), _cut(0, b)
     out = np.zeros(a.size + b.size - 1)
-    part = np.convolve(va, vb)
+    part = _flush(np.convolve(va, vb))
     out[oa + ob:oa + ob + part.size] = part
     return out
 
@@ -93,10 +109,10 @@ def poisson_binomial_pmf(p: np.ndarray) -> np.ndarray:
     for k, (pk, qk) in enumerate(zip(q[:, :, None], 1 - q[:, :, None], strict=True)):
         g[:, 1:k + 2] = g[:, 1:k + 2] * qk + g[:, :k + 1] * pk
         g[:, :1] *= qk
-    parts = [_cut(0, row) for row in g]
+    parts = [_cut(0, row) for row in _flush(g)]
     while len(parts) > 1:  # a balanced product keeps every convolution small
         pairs = [(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
-        merged = [_cut(a[0] + b[0], np.convolve(a[1], b[1])) for a, b in pairs]
+        merged = [_cut(a[0] + b[0], _flush(np.convolve(a[1], b[1]))) for a, b in pairs]
         parts = merged + ([parts[-1]] if len(parts) % 2 else [])
     offset, values = parts[0]
     out = np.zeros(p.size + 1)
@@ -137,21 +153,21 @@ def thin_correction(pmf_detected: np.ndarray, recall: float) -> np.ndarray:
         return np.ones(1)
     weights = pmf_detected[d]
     mass = float(weights.sum())
-    mean_n = max(float(np.dot(d, weights)) / mass / r, 1.0)
+    mean_n = max(float((d * weights).sum()) / mass / r, 1.0)
     theta = math.log(mean_n) + math.log1p(-r)  # slope of c(n) at the mean: flattens both
     with np.errstate(divide="ignore"):
         log_u = (np.log(weights) - _lgamma_range(d[0], d[-1] + 1)
                  + d * (math.log(r) - math.log1p(-r) + theta))
-    u = np.exp(log_u - log_u.max())
+    u = _flush(np.exp(log_u - log_u.max()))
     for widen in _WIDEN:  # the first almost always holds the mass; heavy tails need more
         m_lo, m_hi = _failure_range(int(d[0]), int(d[-1]), r, widen)
         m = np.arange(m_lo, m_hi + 1)
         log_v = theta * m - _lgamma_range(m_lo + 1, m_hi + 2)
-        conv = np.convolve(u, np.exp(log_v - log_v.max()))
+        conv = np.convolve(u, _flush(np.exp(log_v - log_v.max())))
         n = np.arange(d[0] + m_lo, d[0] + m_lo + conv.size)
         log_c = _lgamma_range(n[0], n[-1] + 1) + n * math.log1p(-r) - theta * n
         with np.errstate(divide="ignore"):
-            part = np.exp(np.log(conv) + log_c + log_u.max() + log_v.max())
+            part = _flush(np.exp(np.log(conv) + log_c + log_u.max() + log_v.max()))
         if mass - part.sum() <= _THIN_TOL * mass:
             break
     out = np.zeros(int(n[-1]) + 1)
@@ -204,7 +220,7 @@ def interval(pmf: np.ndarray, level: float = 0.95, dispersion: float = 1.0
     lo = int(np.searchsorted(cdf, tail - 1e-12, side="left"))
     hi = min(int(np.searchsorted(cdf, 1 - tail - 1e-12, side="left")), len(pmf) - 1)
     if dispersion > 1.0:
-        mean, scale = float(np.dot(np.arange(len(pmf)), pmf)), math.sqrt(dispersion)
+        mean, scale = pmf_mean(pmf), math.sqrt(dispersion)
         lo = max(0, math.floor(mean - (mean - lo) * scale))
         hi = math.ceil(mean + (hi - mean) * scale)
     return lo, hi
@@ -216,9 +232,9 @@ def dispersion_ratio(truth: Sequence[int], pmfs: Sequence[np.ndarray]) -> float:
         return 1.0
     z2 = []
     for t, pmf in zip(truth, pmfs, strict=True):
-        k = np.arange(len(pmf))
-        mean = float(np.dot(k, pmf))
-        var = float(np.dot((k - mean) ** 2, pmf))
+        k = np.arange(len(pmf), dtype=float)
+        mean = pmf_mean(pmf)
+        var = float(((k - mean) ** 2 * pmf).sum())
         z2.append((t - mean) ** 2 / max(var, 1.0))
     return max(1.0, float(np.mean(z2)))
 
@@ -248,7 +264,7 @@ def class_summary(scores: np.ndarray, p: np.ndarray, threshold: float, recall: f
     lo, hi = interval(pmf, level, dispersion)
     summary = {
         "count": int(counted.sum()),
-        "expected": round(float(np.dot(np.arange(len(pmf)), pmf)), 3),
+        "expected": round(pmf_mean(pmf), 3),
         "ci95": [lo, hi],
         "mean_confidence": round(float(scores[counted].mean()), 4) if counted.any() else 0.0,
     }
@@ -288,6 +304,6 @@ def summarize_counts(classes: Sequence[str], det_classes: Sequence[str], scores:
             wagon_count += summary["count"]
     lo, hi = interval(wagon_pmf, level, float(dispersion.get(WAGONS, 1.0)))
     wagons = {"count": wagon_count,
-              "expected": round(float(np.dot(np.arange(len(wagon_pmf)), wagon_pmf)), 3),
+              "expected": round(pmf_mean(wagon_pmf), 3),
               "ci95": [lo, hi]}
     return per_class, wagons
