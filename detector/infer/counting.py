@@ -30,7 +30,8 @@ _LGAMMA_BLOCK = 256  # integers per exact anchor of the log-gamma recursion
 _BETA_GRID = 4097  # points of the numerical Beta cdf
 _WIDEN = (10.0, 20.0, 40.0)  # standard deviations of the missed count spanned, in turn
 _THIN_TOL = 1e-10  # mass the thinning may lose beyond its span (float rounding is ~1e-12)
-_TINY = 1e-200  # flushed to zero: subnormal floats make every later operation ~100x slower
+# Subnormal floats (below this) are flushed to zero: arithmetic on them is ~100x slower.
+_TINY = float(np.finfo(float).tiny)
 
 
 def pmf_mean(pmf: np.ndarray) -> float:
