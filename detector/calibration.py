@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import isotonic_regression
 
 IDENTITY: dict[str, Any] = {"method": "identity"}
 _MAX_KNOTS = 64
@@ -30,6 +29,8 @@ def fit_isotonic(scores: np.ndarray, correct: np.ndarray, min_samples: int = 20
     Returns:
         A calibration map (see module docstring) with at most 64 knots.
     """
+    from scipy.optimize import isotonic_regression  # fitting only: inference never needs scipy
+
     scores = np.asarray(scores, dtype=float)
     correct = np.asarray(correct, dtype=float)
     if scores.size < min_samples:

@@ -1,7 +1,8 @@
 """Raster access shared by dataset building and inference: windows, resolution, normalisation.
 
-Training and inference must see pixels prepared the same way, so both call
-:func:`scene_stretch` and :func:`to_uint8` with the normalisation spec that the dataset
+Training and inference must see pixels prepared the same way, so training chips and
+inference tiles are both read by :func:`read_image` (one windowed reader, one resampling)
+with the stretch of :func:`scene_stretch` and the normalisation spec that the dataset
 records and the model card carries::
 
     {"bands": [1, 2, 3], "method": "joint_percentile", "percentiles": [0.5, 99.5], "fill": 114}
@@ -16,7 +17,6 @@ trained with it) or ``none`` (values clipped to 0–255: for 8-bit scenes prepar
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +125,55 @@ def valid_mask(src: rasterio.DatasetReader, window: Window,
     return mask > 0
 
 
-def read_window(src: rasterio.DatasetReader, window: Window, bands: list[int],
-                out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``bands`` in ``window`` (optionally resampled to ``out_shape``) and its valid mask.
+# One resampling for every pixel a model sees, in training chips and inference tiles alike.
+# GDAL copies pixels unchanged when a window is read at its own size.
+RESAMPLING = Resampling.bilinear
+
+
+def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_size: int,
+                bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Read the square window of ``side`` source pixels at (x0, y0), resampled to ``out_size``.
+
+    The one windowed reader behind training chips and inference tiles, so the model is
+    trained on pixels prepared exactly as those it counts on. Only the part of the window
+    inside the raster is read, through a float window aligned with the output grid, so a
+    pixel's value does not depend on where the window lies; the window may reach past the
+    raster edge, where pixels are invalid.
 
     Returns:
-        (data (C, H, W) in the raster's dtype, valid (H, W) bool). Windows may reach past
-        the raster edge; those pixels are invalid.
+        (data (C, S, S) in the raster's dtype, zero where invalid; valid (S, S) bool).
+        The data are not read when no pixel is valid.
     """
-    shape = (len(bands), *out_shape) if out_shape else None
-    fill = src.nodata if src.nodata is not None else 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # boundless reads warn about the fill value
-        data = src.read(bands, window=window, out_shape=shape, boundless=True,
-                        fill_value=fill, resampling=Resampling.bilinear)
-    return data, valid_mask(src, window, out_shape or (data.shape[1], data.shape[2]))
+    scale = side / out_size  # source pixels per output pixel
+    data = np.zeros((len(bands), out_size, out_size), dtype=src.dtypes[bands[0] - 1])
+    valid = np.zeros((out_size, out_size), dtype=bool)
+    ix0, iy0 = max(x0, 0), max(y0, 0)
+    ix1, iy1 = min(x0 + side, src.width), min(y0 + side, src.height)
+    c0, r0 = round((ix0 - x0) / scale), round((iy0 - y0) / scale)
+    c1, r1 = round((ix1 - x0) / scale), round((iy1 - y0) / scale)
+    if c1 <= c0 or r1 <= r0:
+        return data, valid
+    window = Window(x0 + c0 * scale, y0 + r0 * scale, (c1 - c0) * scale, (r1 - r0) * scale)
+    shape = (r1 - r0, c1 - c0)
+    valid[r0:r1, c0:c1] = src.read_masks(1, window=window, out_shape=shape,
+                                         resampling=Resampling.nearest) > 0
+    if valid.any():
+        data[:, r0:r1, c0:c1] = src.read(bands, window=window, out_shape=(len(bands), *shape),
+                                         resampling=RESAMPLING)
+    return data, valid
+
+
+def read_image(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_size: int,
+               bands: list[int], low: np.ndarray, high: np.ndarray, fill: int = 114
+               ) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`read_window` normalised to model input: (uint8 (C, S, S) or None, valid).
+
+    The image is None when no pixel is valid; invalid pixels are ``fill``.
+    """
+    data, valid = read_window(src, x0, y0, side, out_size, bands)
+    if not valid.any():
+        return None, valid
+    return to_uint8(data, low, high, valid, fill), valid
 
 
 def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]

@@ -1,22 +1,28 @@
-"""Benchmark ``detector.infer`` on a generated scene, in one run, side by side with:
+"""Benchmark ``detector.infer`` at the hardware limit, in one run, and print the ratios.
 
-* SAHI ``get_sliced_prediction`` (same weights, slice size, overlap; best of several batch
-  sizes) — throughput ratio and wagon counts against the generator's truth;
-* the pure model forward pass over the very same tiles — detector.infer's overhead;
-* peak RSS of detector.infer on a scene 4x larger (2x2 copies of the scene) vs the scene.
+On a generated dense scene and a sparse one (``--size`` px square, default 8000):
 
-    python scripts/bench_infer.py --size 8000 [--weights BUNDLE.pt] [--device cpu|cuda:0]
-    python scripts/bench_infer.py --size 1500 --sahi-batches 1,8   # a quick small try
+* ``python -m detector.infer`` as a whole process (start-up included, exports cached by a
+  warm-up run) vs SAHI ``get_sliced_prediction`` predict-only (scene already decoded and
+  stretched in memory) as shipped (its defaults: batch 1, torch's default threads) and with
+  every core (all cores, best of ``--sahi-batches``); same weights, slice size and overlap;
+* the pure forward pass of each installed backend (torch, ONNX Runtime, OpenVINO) over the
+  very same tiles: the whole process should take at most 1.25x the forward of its backend;
+* counting time vs number of candidates (1k, 5k, 20k; target under 1 s at 20k);
+* peak RSS of detector.infer on the dense scene and on a 2x2 copy (4x the area; target
+  at most 1.2x).
 
-SAHI gets the scene already decoded and stretched in memory (its reading is not timed);
-detector.infer is timed from the file on disk through to its GeoJSON and counts JSON (no
-quicklook). Both models are loaded before timing.
+    python scripts/bench_infer.py --size 8000 --workdir /tmp/bench   # the full benchmark
+    python scripts/bench_infer.py --quick                           # a 1500 px smoke run
+
+Run it on a quiet machine: every figure is wall-clock time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,26 +33,34 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from detector.bundle import ModelCard, threshold_for
 from detector.config import compose
-from detector.infer.api import config, run_config
-from detector.infer.model import all_cores, load_bundle
+from detector.infer.api import config
+from detector.infer.backends import BACKENDS, installed, resolve_backend
+from detector.infer.counting import summarize_counts
+from detector.infer.model import all_cores, load_bundle, pick_device
 from detector.infer.reader import read_tile
 from detector.infer.scene import make_predictor, plan_scene
 from detector.labels import read_geojson
 from detector.raster import gdal_cache, to_uint8
 
+# Vehicles drawn per 8000² px scene (min, max); scaled with the area for other sizes.
+SCENES = {"dense": (600, 900), "sparse": (20, 60)}
 
-def generate(workdir: Path, size: int, m_per_px: float, seed: int) -> tuple[Path, int]:
-    """A synthetic scene of ``size`` px square and its true wagon count."""
+
+def generate(workdir: Path, kind: str, size: int, m_per_px: float, seed: int
+             ) -> tuple[Path, int]:
+    """A synthetic ``kind`` scene of ``size`` px square and its true wagon count."""
     from detector.synth import write_scenes
 
-    out = workdir / f"synth_{size}"
+    out = workdir / f"synth_{kind}_{size}"
     tif = out / "scene_000.tif"
     if not tif.exists():
+        lo, hi = (max(1, round(n * (size / 8000) ** 2)) for n in SCENES[kind])
         write_scenes(compose("synth", [f"out={out}", "n_scenes=1", f"seed={seed}",
                                        f"size=[{size},{size}]", f"m_per_px={m_per_px}",
-                                       "supersample=1", "vehicles.min=150",
-                                       "vehicles.max=400", "vehicles.empty_prob=0"]))
+                                       "supersample=1", f"vehicles.min={lo}",
+                                       f"vehicles.max={hi}", "vehicles.empty_prob=0"]))
     labels, _ = read_geojson(tif.with_suffix(".geojson"))
     return tif, sum(1 for p in labels if p.cls != "locomotive")
 
@@ -68,42 +82,47 @@ def tile_2x2(src_path: Path, dst_path: Path, rows: int = 1024) -> None:
                         dst.write(data, window=Window(ox, oy + y, src.width, h))
 
 
-def time_detector(scene: Path, weights: str | None, device: str, out: Path) -> tuple[float, int]:
-    """Seconds and wagon count of detector.infer on ``scene`` (model loaded beforehand)."""
-    cfg = config(scene, weights, out=str(out), quicklook=False, progress=False, overwrite=True,
-                 device=device)
-    bundle = load_bundle(cfg.weights, cfg.device, cfg.half)
-    predictor = make_predictor(bundle, cfg)
-    predictor(np.zeros((1, 3, bundle.imgsz, bundle.imgsz), np.uint8))  # warm-up
+def whole_process(scene: Path, weights: str | None, device: str, backend: str, out: Path
+                  ) -> tuple[float, dict]:
+    """Wall seconds of ``python -m detector.infer`` on ``scene`` and its counts JSON."""
+    cmd = [sys.executable, "-m", "detector.infer", f"source={scene}", f"out={out}",
+           "quicklook=false", "progress=false", "overwrite=true", f"device={device}",
+           f"backend={backend}", *([f"weights={weights}"] if weights else [])]
     start = time.perf_counter()
-    [res] = run_config(cfg, bundle, predictor)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if not res.ok:
-        raise SystemExit(f"detector.infer failed: {res.error}")
-    return seconds, int(res.counts["wagons"]["count"])
+    if proc.returncode != 0:
+        raise SystemExit(f"detector.infer failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return seconds, json.loads((out / f"{scene.stem}.counts.json").read_text())
 
 
-def time_forward(scene: Path, weights: str | None, device: str) -> tuple[float, int, dict]:
-    """Seconds of the bare model forward over the same tiles detector.infer reads."""
-    cfg = config(scene, weights, device=device)
+def scene_tiles(scene: Path, weights: str | None, device: str) -> tuple[np.ndarray, dict]:
+    """The tiles detector.infer feeds the model (with data), and what SAHI needs to match."""
+    cfg = config(scene, weights, device=device, backend="torch")
     bundle = load_bundle(cfg.weights, cfg.device, cfg.half)
-    predictor = make_predictor(bundle, cfg)
-    batch = int(cfg.batch or (32 if bundle.device.type == "cuda" else 8))
     with rasterio.open(scene) as src:
         plan = plan_scene(src, scene, bundle.card, cfg)
         tiles = [img for t in plan.tiles
                  if (img := read_tile(src, t, bundle.imgsz, plan.stretch)) is not None]
-    images = np.stack(tiles)
+    info = {"imgsz": bundle.imgsz, "tile_size": plan.tile_size, "overlap": plan.overlap,
+            "card": bundle.card, "weights": str(bundle.weights), "stretch": plan.stretch}
+    return np.stack(tiles), info
+
+
+def time_forward(images: np.ndarray, weights: str | None, device: str, backend: str) -> float:
+    """Seconds of the bare forward pass of ``backend`` over ``images`` (export cached)."""
+    cfg = config(None, weights, device=device, backend=backend)
+    bundle = load_bundle(cfg.weights, cfg.device, cfg.half)
+    predictor = make_predictor(bundle, cfg)
+    batch = int(cfg.batch or (32 if bundle.device.type == "cuda" else 8))
     with all_cores(bundle.device), gdal_cache():  # as detector.infer runs it
-        predictor.forward(images[:1])  # warm-up
+        predictor.forward(images[:batch])  # warm-up
         _sync(bundle.device)
         start = time.perf_counter()
         for k in range(0, len(images), batch):
             predictor.forward(images[k:k + batch])
         _sync(bundle.device)
-    info = {"imgsz": bundle.imgsz, "tile_size": plan.tile_size, "overlap": plan.overlap,
-            "card": bundle.card, "weights": str(bundle.weights), "stretch": plan.stretch}
-    return time.perf_counter() - start, len(images), info
+    return time.perf_counter() - start
 
 
 def _sync(device) -> None:
@@ -113,9 +132,10 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def time_sahi(scene: Path, info: dict, device: str, batches: list[int]
-              ) -> tuple[float, int, int, dict[int, float]]:
-    """Best seconds over batch sizes, that batch, its wagon count, and all timings."""
+def time_sahi(scene: Path, info: dict, device: str, batches: list[int], every_core: bool
+              ) -> tuple[float, int, int]:
+    """Best seconds over ``batches`` (None: SAHI's default), that batch, its wagon count."""
+    import torch
     from sahi import AutoDetectionModel
     from sahi.predict import get_sliced_prediction
 
@@ -130,6 +150,9 @@ def time_sahi(scene: Path, info: dict, device: str, batches: list[int]
         model_type="ultralytics", model_path=info["weights"],
         confidence_threshold=card.candidate_conf, device=device,
         image_size=info["imgsz"])
+    threads = torch.get_num_threads()
+    if every_core:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     size, overlap = info["tile_size"], info["overlap"]
     op = card.operating_threshold
     timings, counts = {}, {}
@@ -138,22 +161,31 @@ def time_sahi(scene: Path, info: dict, device: str, batches: list[int]
         result = get_sliced_prediction(
             image, model, slice_height=size, slice_width=size,
             overlap_height_ratio=overlap / size, overlap_width_ratio=overlap / size,
-            perform_standard_pred=False, batch_size=b, verbose=0)
+            perform_standard_pred=False, verbose=0, **({"batch_size": b} if b else {}))
         timings[b] = time.perf_counter() - start
         counts[b] = sum(1 for p in result.object_prediction_list
                         if p.category.name != "locomotive"
-                        and p.score.value >= _threshold(op, p.category.name))
+                        and p.score.value >= threshold_for(op, p.category.name))
+    torch.set_num_threads(threads)
     best = min(timings, key=timings.get)
-    return timings[best], best, counts[best], timings
+    return timings[best], best or 1, counts[best]
 
 
-def _threshold(op, cls: str) -> float:
-    if isinstance(op, dict):
-        return float(op.get(cls, op.get("default", 0.5)))
-    return float(op)
+def time_counting(card: ModelCard, n: int, seed: int = 0) -> float:
+    """Seconds to count ``n`` candidates with the card's recall, its posterior and dispersion."""
+    rng = np.random.default_rng(seed)
+    classes = list(card.classes)
+    scores = rng.uniform(float(card.candidate_conf), 1.0, n)
+    cls = rng.choice(classes, n)
+    start = time.perf_counter()
+    summarize_counts(classes, cls, scores, scores, card.operating_threshold,
+                     card.recall_at_candidate_conf, tuple(card.not_wagons),
+                     recall_evidence=card.recall_counts, dispersion=card.dispersion)
+    return time.perf_counter() - start
 
 
-def peak_rss_mb(scene: Path, weights: str | None, device: str, out: Path) -> float:
+def peak_rss_mb(scene: Path, weights: str | None, device: str, backend: str, out: Path
+                ) -> float:
     """Peak RSS (MB) of a fresh process running detector.infer on ``scene``."""
     # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at the parent's RSS (here the
     # SAHI run's decoded scene), while VmHWM belongs to the exec'd process alone.
@@ -161,7 +193,7 @@ def peak_rss_mb(scene: Path, weights: str | None, device: str, out: Path) -> flo
         "import json, re, sys\n"
         "from detector.infer import run\n"
         f"[r] = run({str(scene)!r}, {weights!r}, out={str(out)!r}, quicklook=False, "
-        f"progress=False, overwrite=True, device={device!r})\n"
+        f"progress=False, overwrite=True, device={device!r}, backend={backend!r})\n"
         "assert r.ok, r.error\n"
         "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
         "print(json.dumps({'rss_mb': int(hwm) / 1024}))\n"
@@ -171,12 +203,45 @@ def peak_rss_mb(scene: Path, weights: str | None, device: str, out: Path) -> flo
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["rss_mb"])
 
 
+def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
+                ) -> dict[str, float]:
+    """Every timing of one scene; prints them and returns the ratios."""
+    scene, truth = generate(workdir, kind, args.size, args.m_per_px, args.seed)
+    out = workdir / f"out_{kind}"
+    whole_process(scene, args.weights, args.device, backend, out)  # warm-up: export, caches
+    t_whole, counts = whole_process(scene, args.weights, args.device, backend, out)
+    images, info = scene_tiles(scene, args.weights, args.device)
+    print(f"\n[{kind}] {scene} ({args.size}x{args.size} px at {args.m_per_px} m), "
+          f"{len(images)} tiles with data, true wagons {truth}")
+    print(f"  detector.infer whole process ({counts['backend']}) {t_whole:8.2f} s  "
+          f"wagons {counts['wagons']['count']} ci95 {counts['wagons']['ci95']}")
+    forwards = {}
+    for name in BACKENDS:
+        if installed(name) and (name == "torch" or pick_device(args.device).type == "cpu"):
+            forwards[name] = time_forward(images, args.weights, args.device, name)
+            print(f"  forward only, {name:<8}          {forwards[name]:8.2f} s  "
+                  f"({1000 * forwards[name] / len(images):.1f} ms/tile)")
+    ratios = {f"{kind}: whole / forward({backend})": t_whole / forwards[backend]}
+    if not args.skip_sahi:
+        shipped, _, n_shipped = time_sahi(scene, info, args.device, [0], False)
+        batches = [int(b) for b in args.sahi_batches.split(",")]
+        cores, best, n_cores = time_sahi(scene, info, args.device, batches, True)
+        print(f"  SAHI as shipped (batch 1)            {shipped:8.2f} s  wagons {n_shipped}")
+        print(f"  SAHI every core (batch {best:>2})          {cores:8.2f} s  wagons {n_cores}")
+        ratios[f"{kind}: SAHI shipped / whole"] = shipped / t_whole
+        ratios[f"{kind}: SAHI every core / whole"] = cores / t_whole
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8000, help="scene side in pixels")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 1500 px scenes, SAHI at batch 8 only")
     parser.add_argument("--m-per-px", type=float, default=0.5)
     parser.add_argument("--weights", default=None, help="bundle .pt (default: bundled model)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", default="auto", help="backend of the whole-process runs")
     parser.add_argument("--sahi-batches", default="1,4,8,16")
     parser.add_argument("--skip-sahi", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
@@ -184,39 +249,39 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keeps generated scenes between runs (default: a temp folder)")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.sahi_batches = min(args.size, 1500), "8"
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_infer_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    device = args.device
+    backend = resolve_backend(args.backend, pick_device(args.device))
+    print(f"{os.cpu_count()} CPUs, device {args.device}, backend {backend}")
 
-    scene, truth = generate(workdir, args.size, args.m_per_px, args.seed)
-    print(f"scene {scene} ({args.size}x{args.size} px at {args.m_per_px} m), "
-          f"true wagons {truth}")
-    t_infer, n_infer = time_detector(scene, args.weights, device, workdir / "out")
-    t_fwd, n_tiles, info = time_forward(scene, args.weights, device)
-    print(f"tiles with data: {n_tiles} of {info['imgsz']} px, overlap {info['overlap']} px")
-    rows = [("detector.infer", t_infer, n_infer)]
-    print(f"detector.infer      {t_infer:8.2f} s  {n_tiles / t_infer:7.2f} tiles/s  "
-          f"wagons {n_infer} (truth {truth})")
-    print(f"model forward only  {t_fwd:8.2f} s  overhead of detector.infer "
-          f"{100 * (t_infer / t_fwd - 1):+.1f}%  (target <= +25%)")
-    if not args.skip_sahi:
-        batches = [int(b) for b in args.sahi_batches.split(",")]
-        t_sahi, best, n_sahi, timings = time_sahi(scene, info, device, batches)
-        rows.append(("sahi", t_sahi, n_sahi))
-        print("sahi get_sliced_prediction  " + "  ".join(
-            f"batch {b}: {t:.2f} s" for b, t in timings.items()))
-        print(f"sahi (batch {best:>2})       {t_sahi:8.2f} s  {n_tiles / t_sahi:7.2f} tiles/s  "
-              f"wagons {n_sahi} (truth {truth})")
-        print(f"throughput detector.infer / sahi: {t_sahi / t_infer:.2f}x  (target >= 2x)")
+    ratios: dict[str, float] = {}
+    for kind in SCENES:
+        ratios |= bench_scene(kind, args, workdir, backend)
+
+    card = load_bundle(args.weights, "cpu").card
+    print("\ncounting (per-class intervals, recall posterior, wagons total):")
+    for n in (1000, 5000, 20000):
+        seconds = time_counting(card, n)
+        print(f"  {n:>6} candidates  {seconds:6.3f} s")
+    ratios["counting 20k candidates, s"] = seconds
+
     if not args.skip_rss:
-        big = workdir / f"scene_{2 * args.size}.tif"
+        scene, _ = generate(workdir, "dense", args.size, args.m_per_px, args.seed)
+        big = workdir / f"dense_{2 * args.size}.tif"
         tile_2x2(scene, big)
-        rss_small = peak_rss_mb(scene, args.weights, device, workdir / "rss")
-        rss_big = peak_rss_mb(big, args.weights, device, workdir / "rss")
-        print(f"peak RSS {args.size}^2: {rss_small:.0f} MB, {2 * args.size}^2 (4x area): "
-              f"{rss_big:.0f} MB, ratio {rss_big / rss_small:.2f}x  (target <= 1.2x)")
-    print("wagons vs truth: " + ", ".join(f"{name} {n} ({n - truth:+d})"
-                                          for name, _, n in rows) + f", truth {truth}")
+        small = peak_rss_mb(scene, args.weights, args.device, backend, workdir / "rss")
+        large = peak_rss_mb(big, args.weights, args.device, backend, workdir / "rss")
+        print(f"\npeak RSS {args.size}^2: {small:.0f} MB, {2 * args.size}^2: {large:.0f} MB")
+        ratios[f"peak RSS {2 * args.size}^2 / {args.size}^2"] = large / small
+
+    targets = {"whole / forward": "<= 1.25", "SAHI shipped / whole": ">= 2.5",
+               "SAHI every core / whole": ">= 2", "counting": "< 1 s", "peak RSS": "<= 1.2"}
+    print("\nratios (target):")
+    for name, value in ratios.items():
+        target = next((t for key, t in targets.items() if key in name), "")
+        print(f"  {name:<42} {value:7.2f}  ({target})")
 
 
 if __name__ == "__main__":

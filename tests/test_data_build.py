@@ -324,3 +324,36 @@ def test_split_lists_resolve_like_ultralytics(tmp_path, monkeypatch):
                                                         tmp_path / "b.png"]
     assert dataset_split_images(data_yaml, "val") == [tmp_path / "val/c.png"]
     assert dataset_split_images(data_yaml, "test") == []
+
+
+def test_a_training_chip_and_the_inference_tile_over_its_ground_are_identical(tmp_path):
+    """One reader and one resampling: chips (0.3 m scenes read at 0.5 m) equal the tiles."""
+    import rasterio
+
+    from detector.infer.reader import Stretch, read_tile
+    from detector.infer.tiling import Tile
+    from detector.raster import scene_stretch
+
+    root = tmp_path / "scenes"
+    make_scenes(root, 3, width=420, height=380, m_per_px=0.3)
+    rng = np.random.default_rng(1)  # smaller than one chip: its chip reaches past the edge
+    make_scene(root / "small.tif", random_cars(rng, 2, 170, 150, 0.3), width=170, height=150,
+               m_per_px=0.3)
+    data_yaml = build_dataset(data_cfg("geojson", f"data.root={root}"), tmp_path / "ds")
+    info = read_json(data_yaml.parent / "dataset.json")
+    sides = {s["name"]: s["chip_side"] for s in info["scenes"]}
+    assert set(sides.values()) == {213}  # 128 px at 0.5 m from 0.3 m pixels: resampled
+    norm = info["normalization"]
+    compared, edge = 0, 0
+    for png in sorted((data_yaml.parent / "images").rglob("*.png")):
+        scene, col, row = png.stem.rsplit("_", 2)
+        chip = cv2.imread(str(png))[..., ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW
+        with rasterio.open(root / f"{scene}.tif") as src:
+            stretch = Stretch(list(norm["bands"]), *scene_stretch(src, norm), norm["fill"])
+            side = sides[scene]
+            tile = read_tile(src, Tile(0, 0, int(col), int(row), side, (0, 0, 0, 0)), 128,
+                             stretch)
+            edge += int(col) + side > src.width
+        assert np.array_equal(chip, tile), png.name
+        compared += 1
+    assert compared >= 5 and edge >= 1

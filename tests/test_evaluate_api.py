@@ -190,7 +190,7 @@ def test_evaluate_end_to_end_with_a_real_model(tmp_path):
     weights = save_untrained(tmp_path / "untrained.pt", candidate_conf=0.001,
                              operating_threshold=0.002, calibration={})
     report = api.evaluate(_cfg(tmp_path, f"weights={weights}", "+infer.progress=false",
-                               "+infer.device=cpu"))
+                               "+infer.device=cpu", "+infer.backend=torch"))
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["n_scenes"] == 2 and not saved["failed"]
     assert [r["wagons"]["truth"] for r in saved["scenes"]] == [6, 3]

@@ -109,3 +109,67 @@ def test_dispersion_stretches_the_interval_around_its_mean():
     sd = 5.0
     assert dispersion_ratio([50 + sd, 50 - sd], [pmf, pmf]) == pytest.approx(1.0, rel=0.01)
     assert dispersion_ratio([50 + 2 * sd, 50 - 2 * sd], [pmf, pmf]) == pytest.approx(4.0, rel=0.01)
+
+
+def _exact_poisson_binomial(p: np.ndarray) -> np.ndarray:
+    """Reference: the plain O(N^2) recursion (the implementation before the fast one)."""
+    pmf = np.zeros(len(p) + 1)
+    pmf[0] = 1.0
+    for k, pk in enumerate(p, start=1):
+        pmf[1:k + 1] = pmf[1:k + 1] * (1 - pk) + pmf[:k] * pk
+        pmf[0] *= 1 - pk
+    return pmf
+
+
+def _exact_thinning(pmf_detected: np.ndarray, recall: float) -> np.ndarray:
+    """Reference: the D x N matrix of scipy negative-binomial pmfs, with a generous span."""
+    from scipy.stats import nbinom
+
+    d_max = len(pmf_detected) - 1
+    mean = d_max / recall
+    n = np.arange(int(mean + 20 * np.sqrt(mean * (1 - recall)) / recall + 1000))
+    out = np.zeros(n.size)
+    out[0] = pmf_detected[0]
+    d = np.arange(1, d_max + 1)[:, None]
+    out += pmf_detected[1:] @ nbinom.pmf(n[None, :] - d, d, recall)
+    return out / out.sum()
+
+
+def _l1(a: np.ndarray, b: np.ndarray) -> float:
+    size = max(len(a), len(b))
+    return float(np.abs(np.pad(a, (0, size - len(a))) - np.pad(b, (0, size - len(b)))).sum())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_counting_matches_the_exact_computation(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        p = rng.beta(rng.uniform(0.2, 3), rng.uniform(0.2, 3), size=int(rng.integers(0, 150)))
+        exact = _exact_poisson_binomial(p)
+        assert _l1(poisson_binomial_pmf(p), exact) < 1e-12
+        recall = float(rng.choice([0.05, 0.2, 0.5, 0.66, 0.9, 0.99]))
+        fast, ref = thin_correction(exact, recall), _exact_thinning(exact, recall)
+        assert _l1(fast, ref) < 1e-7
+        assert interval(fast) == interval(ref)
+
+
+def test_recall_posterior_quantiles_match_scipy():
+    from scipy.stats import beta
+
+    from detector.infer.counting import beta_quantiles
+
+    levels = (np.arange(9) + 0.5) / 9
+    for a, b in [(1, 1), (1, 50), (50, 1), (3, 2), (51, 101), (680, 355)]:
+        assert np.allclose(beta_quantiles(a, b, levels), beta.ppf(levels, a, b), atol=2e-6)
+
+
+def test_long_pmfs_convolve_like_numpy_and_large_scenes_stay_consistent():
+    from detector.infer.counting import convolve_pmfs, uncertain_recall_correction
+
+    a, b = binom.pmf(np.arange(301), 300, 0.3), binom.pmf(np.arange(41), 40, 0.9)
+    assert np.allclose(convolve_pmfs(a, b), np.convolve(a, b), atol=1e-15)
+    p = np.random.default_rng(3).beta(0.6, 1.5, size=20_000)
+    pmf = uncertain_recall_correction(poisson_binomial_pmf(p), 679, 1033)
+    assert pmf.sum() == pytest.approx(1.0)
+    mean = float(np.dot(np.arange(len(pmf)), pmf))
+    assert mean == pytest.approx(p.sum() * 1034 / 679, rel=0.01)  # E[1/r], r ~ Beta(680, 355)

@@ -74,7 +74,8 @@ def test_bad_weights_and_mismatched_cards_are_one_line_errors(tmp_path, obb_weig
 
 
 def test_run_api_end_to_end_with_a_real_model(tmp_path, obb_weights):
-    results = run(scene(tmp_path / "s.tif"), obb_weights, out=tmp_path / "out", progress=False)
+    results = run(scene(tmp_path / "s.tif"), obb_weights, out=tmp_path / "out", progress=False,
+                  backend="torch")  # other backends: tests/test_infer_backends.py
     [res] = results
     assert isinstance(res, SceneResult) and res.ok, res.error
     assert set(res.outputs) == {"geojson", "counts", "quicklook"}
@@ -85,7 +86,7 @@ def test_run_api_end_to_end_with_a_real_model(tmp_path, obb_weights):
 
 def cli(tmp_path, weights, source):
     cmd = [sys.executable, "-m", "detector.infer", f"weights={weights}", f"source={source}",
-           f"out={tmp_path / 'out'}", "progress=false", "quicklook=false"]
+           f"out={tmp_path / 'out'}", "progress=false", "quicklook=false", "backend=torch"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -116,3 +117,21 @@ def test_demo_scene_is_generated_once_and_cached(tmp_path, monkeypatch):
     assert first.is_file() and first.with_suffix(".geojson").is_file()
     mtime = first.stat().st_mtime_ns
     assert demo_scene(seed=0) == first and first.stat().st_mtime_ns == mtime
+
+
+def test_inference_imports_only_what_it_uses(tmp_path, obb_weights):
+    """No scipy or matplotlib on the inference path (quicklook off), no Ultralytics at import."""
+    code = f"""
+import sys
+import detector.infer.__main__
+assert not {{m for m in sys.modules if m.split(".")[0] in ("ultralytics", "scipy", "matplotlib")}}
+from detector.infer import run
+[res] = run({str(scene(tmp_path / "s.tif"))!r}, {str(obb_weights)!r}, out={str(tmp_path / "o")!r},
+            progress=False, quicklook=False, backend="torch")
+assert res.ok, res.error
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"scipy", "matplotlib", "sahi"}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from rasterio.windows import Window
 from tqdm import tqdm
 
 from detector.atomic import atomic_dir
@@ -35,10 +34,9 @@ from detector.errors import DetectorError
 from detector.raster import (
     check_bands,
     open_raster,
-    read_window,
+    read_image,
     scene_m_per_px,
     scene_stretch,
-    to_uint8,
 )
 from detector.validation import RULES, check_values
 
@@ -175,11 +173,10 @@ def chip_scene(plan: ScenePlan, assignment: dict[str, str], by_block: bool,
                 # Decide on background chips before reading pixels: most of a scene is empty.
                 if not labels and rng.random() >= chip_cfg["background_keep"]:
                     continue
-                window = Window(chip.col, chip.row, chip.side, chip.side)
-                data, valid = read_window(src, window, bands, (size, size))
-                if 1.0 - valid.mean() > chip_cfg["max_nodata"]:
+                image, valid = read_image(src, chip.col, chip.row, chip.side, size, bands,
+                                          plan.low, plan.high, norm["fill"])
+                if image is None or 1.0 - valid.mean() > chip_cfg["max_nodata"]:
                     continue
-                image = to_uint8(data, plan.low, plan.high, valid, norm["fill"])
                 writer.add(split, f"{plan.scene.name}_{chip.col}_{chip.row}", image, labels)
                 written += 1
     return written

@@ -8,8 +8,9 @@ per-tile postprocessing (rotated for obb).
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,22 +143,44 @@ def load_bundle(weights: str | Path | None, device: str | None = "auto",
     return Bundle(path, sha256_file(path), card, net.eval(), dev, use_half)
 
 
-class Predictor:
-    """Batched forward + NMS for a loaded bundle: uint8 (B, 3, S, S) → per-tile detections."""
+class TorchRunner:
+    """The torch forward pass of a loaded bundle: uint8 (B, 3, S, S) → raw network output."""
 
-    def __init__(self, bundle: Bundle, conf: float, iou: float = 0.5, max_det: int = 1000,
-                 agnostic: bool = True):
-        self.bundle, self.conf, self.iou, self.max_det = bundle, conf, iou, max_det
-        self.agnostic = agnostic
+    name = "torch"
 
-    def forward(self, images: np.ndarray) -> Any:
-        """Raw model output for a uint8 batch (used by the benchmark to time the net alone)."""
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+
+    def __call__(self, images: np.ndarray) -> Any:
         b = self.bundle
         x = torch.from_numpy(np.ascontiguousarray(images)).to(b.device, non_blocking=True)
         x = ((x.half() if b.half else x.float()) / 255.0).contiguous(
             memory_format=torch.channels_last)
         with torch.inference_mode():
             return b.net(x)
+
+
+class Predictor:
+    """Batched forward + NMS for a loaded bundle: uint8 (B, 3, S, S) → per-tile detections.
+
+    ``runner`` runs the network (default: torch; see :mod:`detector.infer.backends` for ONNX
+    Runtime and OpenVINO); the NMS and thresholds here are the same for every runner.
+    """
+
+    def __init__(self, bundle: Bundle, conf: float, iou: float = 0.5, max_det: int = 1000,
+                 agnostic: bool = True, runner: Callable[[np.ndarray], Any] | None = None):
+        self.bundle, self.conf, self.iou, self.max_det = bundle, conf, iou, max_det
+        self.agnostic = agnostic
+        self.runner = runner or TorchRunner(bundle)
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend running the network (recorded in counts JSON)."""
+        return str(getattr(self.runner, "name", type(self.runner).__name__))
+
+    def forward(self, images: np.ndarray) -> Any:
+        """Raw model output for a uint8 batch (used by the benchmark to time the net alone)."""
+        return self.runner(images)
 
     def __call__(self, images: np.ndarray) -> list[TileDetections]:
         from ultralytics.utils import nms, ops
@@ -166,10 +189,12 @@ class Predictor:
         preds = self.forward(images)
         with torch.inference_mode():
             rotated = b.task == "obb"
+            # No time limit: Ultralytics' default drops the rest of the batch when NMS runs
+            # past 2 s + 50 ms/image, so counts would depend on how busy the machine is.
             out = nms.non_max_suppression(
                 preds, self.conf, self.iou, agnostic=self.agnostic, max_det=self.max_det,
                 nc=len(b.classes) if rotated else 0, rotated=rotated,
-                end2end=bool(getattr(b.net, "end2end", False)))
+                end2end=bool(getattr(b.net, "end2end", False)), max_time_img=math.inf)
         results = []
         for det in out:
             det = det.float().cpu()

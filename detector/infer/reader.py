@@ -1,10 +1,11 @@
 """Prefetching tile reader: window → resample to the model's m/px → bands → uint8.
 
-Only the part of a tile window that lies inside the raster is read (float windows, so the
-resampling grid is exact); the rest is filled with the normalisation's neutral ``fill``,
-and so are nodata pixels. Tiles without a single valid pixel are skipped before their
-data is read. A background thread with its own dataset handle keeps a bounded queue of
-ready tiles, so the model never waits on I/O and memory stays bounded.
+Tiles are read by :func:`detector.raster.read_image`, the reader of training chips too:
+only the part of a tile window inside the raster is read (float windows, so the resampling
+grid is exact); the rest is filled with the normalisation's neutral ``fill``, and so are
+nodata pixels. Tiles without a single valid pixel are skipped before their data is read.
+A background thread with its own dataset handle keeps a bounded queue of ready tiles, so
+the model never waits on I/O and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.windows import Window
 
 from detector.infer.tiling import Tile
-from detector.raster import to_uint8
+from detector.raster import read_image
 
 
 @dataclass(frozen=True)
@@ -45,28 +44,13 @@ class TileImage:
 
 def read_tile(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch
               ) -> np.ndarray | None:
-    """Read one tile resampled to ``out_size`` square; None when it has no valid pixel."""
-    scale = tile.size / out_size  # source pixels per model pixel
-    ix0, iy0 = max(tile.x0, 0), max(tile.y0, 0)
-    ix1, iy1 = min(tile.x0 + tile.size, src.width), min(tile.y0 + tile.size, src.height)
-    if ix1 <= ix0 or iy1 <= iy0:
-        return None
-    c0, r0 = round((ix0 - tile.x0) / scale), round((iy0 - tile.y0) / scale)
-    c1, r1 = round((ix1 - tile.x0) / scale), round((iy1 - tile.y0) / scale)
-    if c1 <= c0 or r1 <= r0:
-        return None
-    window = Window(tile.x0 + c0 * scale, tile.y0 + r0 * scale, (c1 - c0) * scale,
-                    (r1 - r0) * scale)
-    shape = (r1 - r0, c1 - c0)
-    valid = src.read_masks(1, window=window, out_shape=shape,
-                           resampling=Resampling.nearest) > 0
-    if not valid.any():
-        return None
-    data = src.read(stretch.bands, window=window, out_shape=(len(stretch.bands), *shape),
-                    resampling=Resampling.nearest if scale == 1 else Resampling.bilinear)
-    image = np.full((len(stretch.bands), out_size, out_size), stretch.fill, dtype=np.uint8)
-    image[:, r0:r1, c0:c1] = to_uint8(data, stretch.low, stretch.high, valid, stretch.fill)
-    if image.shape[0] == 1:
+    """Read one tile resampled to ``out_size`` square; None when it has no valid pixel.
+
+    The same reader as training chips (:func:`detector.raster.read_image`).
+    """
+    image, _ = read_image(src, tile.x0, tile.y0, tile.size, out_size, stretch.bands,
+                          stretch.low, stretch.high, stretch.fill)
+    if image is not None and image.shape[0] == 1:
         image = np.repeat(image, 3, axis=0)
     return image
 
@@ -95,7 +79,9 @@ class PrefetchReader:
 
     def _work(self) -> None:
         try:
-            with rasterio.open(self.path) as src:
+            # Decode a window's compressed blocks on every core (GTiff, GDAL >= 3.6); the
+            # setting is scoped to this thread's reads.
+            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(self.path) as src:
                 for index, tile in enumerate(self.tiles):
                     image = read_tile(src, tile, self.out_size, self.stretch)
                     if not self._put(TileImage(index, tile, image)):

@@ -138,8 +138,12 @@ def build_detections(cands: Candidates, plan: Plan, card: ModelCard, classes: li
 
 
 def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: Plan,
-                 cfg: DictConfig, seconds: float, src: rasterio.DatasetReader) -> dict[str, Any]:
-    """The counts JSON dict (docs/design.md, counts JSON) with the run's settings."""
+                 cfg: DictConfig, seconds: float, src: rasterio.DatasetReader,
+                 backend: str = "torch") -> dict[str, Any]:
+    """The counts JSON dict (docs/design.md, counts JSON) with the run's settings.
+
+    ``backend`` is the backend that actually ran (``auto`` resolved).
+    """
     card = bundle.card
     per_class, wagons = summarize_counts(
         bundle.classes, [d.cls for d in detections], np.array([d.score for d in detections]),
@@ -157,9 +161,10 @@ def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: 
         "seconds": round(seconds, 2),
         "crs": src.crs.to_string() if src.crs else None,
         "aoi": str(cfg.aoi) if cfg.get("aoi") else None,
-        "settings": run_settings(bundle, cfg),
+        "settings": {**run_settings(bundle, cfg), "backend": backend},
         "tiles": len(plan.tiles),
         "n_candidates": len(detections),
+        "backend": backend,
     }
 
 
@@ -204,7 +209,8 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig) -
         counted = [d for d in detections if d.score >= bundle.card.threshold(d.cls)]
         write_detections(paths["geojson"], counted, src.crs)
         outputs = {"geojson": paths["geojson"], "counts": paths["counts"]}
-        counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src)
+        counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
+                              str(getattr(predictor, "backend", "custom")))
         if cfg.quicklook:
             from detector.infer.quicklook import render_quicklook
 
@@ -240,14 +246,19 @@ def run_settings(bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
         "bands": list(cfg.bands) if cfg.get("bands") else list(card.normalization["bands"]),
         "tiling": OmegaConf.to_container(cfg.tiling, resolve=True),
         "merge": OmegaConf.to_container(cfg.merge, resolve=True),
-        "backend": str(cfg.get("backend") or "torch"),
+        "backend": str(cfg.get("backend") or "auto"),  # as asked; counts JSON: as run
         "device": str(bundle.device),
         "half": bool(bundle.half),
     }
 
 
 def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
-    """The batched predictor for ``bundle`` with the run's thresholds."""
+    """The batched predictor for ``bundle`` with the run's thresholds and backend."""
+    from detector.infer.backends import make_runner
+
     s = run_settings(bundle, cfg)
+    imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
+    runner = make_runner(bundle, str(cfg.get("backend") or "auto"), imgsz,
+                         int(cfg.batch or _batch(bundle)))
     return Predictor(bundle, s["candidate_conf"], s["nms"]["iou"], s["nms"]["max_det"],
-                     s["nms"]["agnostic"])
+                     s["nms"]["agnostic"], runner)

@@ -163,8 +163,11 @@ def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, P
     cands = MatchedCandidates(len(names))
     index = {name: c for c, name in enumerate(names)}
     with tempfile.TemporaryDirectory(prefix="calibrate_") as out:
-        # One run over all scenes: the bundle is loaded (and its sha256 checked) once.
+        # One run over all scenes: the bundle is loaded (and its sha256 checked) once. The
+        # torch network is the reference (other backends match it, tests/test_infer_backends.py)
+        # and a model calibrated once is not worth exporting.
         results = run([image for image, _ in scenes], weights, out=out, overwrite=True,
+                      backend="torch",
                       quicklook=False, progress=False, conf=float(cal_cfg.candidate_conf),
                       iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
                       **({"device": str(device)} if device is not None else {}))
@@ -305,7 +308,7 @@ def dispersion(cands: MatchedCandidates, names: Sequence[str], maps: dict[str, d
     scene, detections share its haze, sun and density, so their errors are correlated and
     the independent-detection interval is too narrow by this factor.
     """
-    from detector.infer.counting import WAGONS, class_summary, dispersion_ratio
+    from detector.infer.counting import WAGONS, class_summary, convolve_pmfs, dispersion_ratio
 
     images = sorted(cands.truth_per_image)
     pmfs: dict[str, list[np.ndarray]] = {name: [] for name in [*names, WAGONS]}
@@ -320,7 +323,7 @@ def dispersion(cands: MatchedCandidates, names: Sequence[str], maps: dict[str, d
             pmfs[name].append(pmf)
             truth[name].append(n)
             if name not in not_wagons:
-                wagon_pmf, wagon_truth = np.convolve(wagon_pmf, pmf), wagon_truth + n
+                wagon_pmf, wagon_truth = convolve_pmfs(wagon_pmf, pmf), wagon_truth + n
         pmfs[WAGONS].append(wagon_pmf)
         truth[WAGONS].append(wagon_truth)
     return {name: round(dispersion_ratio(truth[name], pmfs[name]), 3) for name in pmfs}

@@ -1,0 +1,121 @@
+"""Backends: torch, ONNX Runtime and OpenVINO give the same detections; exports are cached."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from detector.errors import DetectorError
+from detector.infer import backends, run
+from detector.infer.model import load_bundle
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Exports go to a temporary cache, not the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A fixed small generated rail yard (about 70 vehicles)."""
+    from detector.config import compose
+    from detector.synth import write_scenes
+
+    out = tmp_path_factory.mktemp("scene")
+    cfg = compose("synth", [f"out={out}", "n_scenes=1", "seed=3", "size=[900,900]",
+                            "vehicles.min=60", "vehicles.max=80", "vehicles.empty_prob=0"])
+    return write_scenes(cfg)[0]
+
+
+@pytest.fixture(scope="module")
+def reference(cache, scene, tmp_path_factory):
+    return _run(scene, tmp_path_factory.mktemp("torch"), "torch")
+
+
+def _run(scene, out, backend):
+    [res] = run(scene, out=out, backend=backend, batch=4, progress=False, quicklook=False)
+    assert res.ok, res.error
+    return res
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_backend_gives_the_same_detections_and_counts_as_torch(reference, scene, tmp_path,
+                                                              backend):
+    if not backends.installed(backend):
+        pytest.skip(f"{backends._PACKAGES[backend]} is not installed")
+    ref = reference
+    res = _run(scene, tmp_path / backend, backend)
+    assert res.counts["backend"] == backend and ref.counts["backend"] == "torch"
+    assert len(ref.detections) > 20  # the bundled model finds the yard's cars
+    assert len(res.detections) == len(ref.detections)
+    for name, summary in ref.counts["classes"].items():
+        other = res.counts["classes"][name]
+        assert other["count"] == summary["count"] and other["ci95"] == summary["ci95"]
+        assert other["expected"] == pytest.approx(summary["expected"], abs=0.05)
+    dets = res.detections
+    centres = np.array([d.corners_px.mean(axis=0) for d in dets])
+    for det in ref.detections:  # each reference box has its twin: same class, same place
+        k = int(np.argmin(np.linalg.norm(centres - det.corners_px.mean(axis=0), axis=1)))
+        assert dets[k].cls == det.cls and dets[k].score == pytest.approx(det.score, abs=2e-3)
+        assert np.abs(np.sort(dets[k].corners_px, 0) - np.sort(det.corners_px, 0)).max() < 0.5
+
+
+def test_export_is_made_once_and_reused(cache, monkeypatch):
+    backend = next((b for b in ("onnx", "openvino") if backends.installed(b)), None)
+    if backend is None:
+        pytest.skip("neither onnxruntime nor openvino is installed")
+    bundle = load_bundle(None, "cpu")
+    first = backends.export_model(bundle, backend, 512, 4)
+    assert first.is_file() and str(cache) in str(first) and bundle.sha256 in str(first)
+    info = json.loads((backends.export_dir(bundle.sha256, backend, 512, 4)
+                       / "export.json").read_text())
+    assert info["sha256"] == bundle.sha256 and info["batch"] == 4
+    import ultralytics
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(ultralytics, "YOLO", no_export)
+    assert backends.export_model(bundle, backend, 512, 4) == first
+    runner = backends.make_runner(bundle, backend, 512, 4)
+    raw = runner(np.zeros((3, 3, 512, 512), np.uint8))  # a short batch is padded
+    assert raw.shape[0] == 3
+
+
+def test_auto_picks_the_fastest_installed_and_bad_names_fail(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda:0")
+    expected = next(b for b in ("openvino", "onnx", "torch") if backends.installed(b))
+    assert backends.resolve_backend("auto", cpu) == expected
+    assert backends.resolve_backend("auto", gpu) == "torch"
+    assert backends.resolve_backend("torch", cpu) == "torch"
+    with pytest.raises(DetectorError, match="backend='tensorrt' is not one of"):
+        backends.resolve_backend("tensorrt", cpu)
+    monkeypatch.setattr(backends, "installed", lambda name: name == "torch")
+    assert backends.resolve_backend("auto", cpu) == "torch"
+    with pytest.raises(DetectorError, match=r"needs the openvino package.*\[fast\]"):
+        backends.resolve_backend("openvino", cpu)
+
+
+def test_auto_falls_back_to_torch_when_an_export_fails(monkeypatch):
+    backend = next((b for b in ("openvino", "onnx") if backends.installed(b)), None)
+    if backend is None:
+        pytest.skip("neither onnxruntime nor openvino is installed")
+    bundle = load_bundle(None, "cpu")
+
+    def broken(*args, **kwargs):
+        raise DetectorError("export failed")
+
+    monkeypatch.setattr(backends, "export_model", broken)
+    assert backends.make_runner(bundle, "auto", 512, 8).name == "torch"
+    with pytest.raises(DetectorError, match="export failed"):
+        backends.make_runner(bundle, backend, 512, 8)
