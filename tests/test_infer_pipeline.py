@@ -142,7 +142,8 @@ def test_counts_record_the_settings_actually_used(tmp_path):
     assert settings["candidate_conf"] == 0.3  # the run's, not the card's 0.05
     assert settings["nms"] == {"iou": 0.5, "agnostic": True, "max_det": 1000}
     assert settings["tiling"]["overlap_m"] == 30 and settings["merge"]["method"] == "ownership"
-    assert settings["backend"] == "torch" and settings["device"] == "cpu"
+    # The planted predictor is not one of ours: the backend that ran is recorded as such.
+    assert settings["backend"] == "custom" and settings["device"] == "cpu"
     assert settings["model_m_per_px"] == 0.5 and settings["bands"] == [1, 2, 3]
 
 
