@@ -1,6 +1,7 @@
 """detector.adapt: pre-labels read back as labels, cross-fitted recalibration, bad input."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from detector.labels import read_geojson, write_geojson
 from detector.raster import open_raster
 from tests.test_data_build import CLASSES, chip_rows, data_cfg, make_scenes
 from tests.test_infer_model import save_untrained
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_detections_geojson_reads_back_as_labels_into_a_dataset(tmp_path):
 
 
 def test_qml_style_colours_every_class():
-    qml = (Path(__file__).resolve().parents[1] / "docs" / "detections.qml").read_text()
+    qml = (ROOT / "docs" / "detections.qml").read_text()
     for name in CLASSES:
         assert f"&quot;class&quot; = &apos;{name}&apos;" in qml
     assert "review" in qml
@@ -178,7 +181,8 @@ def test_cli_with_one_scene_exits_2_with_one_line(tmp_path, scenes, base):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "detector.adapt", f"scenes={one}",
                           f"weights={base}", f"out={out}"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's code
     assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "at least 2" in errors[0] and str(one) in errors[0]
