@@ -38,11 +38,11 @@ def test_reference_scores_shifted_features_higher_and_needs_two_scenes():
 
 
 def _restyle(src: Path, dst: Path) -> Path:
-    """A strongly recoloured and blurred copy of a scene (same place, same georeference)."""
+    """A strongly recoloured (inverted) and blurred copy of a scene (same place, same georeference)."""
     with open_raster(src) as s:
         data, transform, crs = s.read(), s.transform, s.crs
-    data = data[[2, 0, 1]].astype(np.float32)  # colours rotated
-    data = np.stack([cv2.GaussianBlur(b, (0, 0), 2.5) for b in data]) * 0.6 + 60
+    data = 255 - data[[2, 0, 1]].astype(np.float32)  # colours rotated and inverted
+    data = np.stack([cv2.GaussianBlur(b, (0, 0), 3.0) for b in data])
     write_geotiff(dst, np.clip(data, 0, 255).astype(np.uint8), transform, crs)
     return dst
 

@@ -151,6 +151,8 @@ def adapt(cfg: DictConfig) -> AdaptResult:
         card = read_card(final)
         card.update(fields)
         card["metrics"].update(calibration_metrics(cal))
+        # Ultralytics validated on a few training chips: not evidence (held_out below is).
+        card["metrics"]["split"] = "training chips (not held out; see adapted_from.held_out)"
         card["metrics"]["calibrated_on"] = {
             "source": str(Path(str(cfg.scenes)).resolve()), "level": "scenes",
             "cross_fitted": True, "scenes": len(used), "candidates": cal["n_candidates"],

@@ -116,7 +116,7 @@ def shift_reference(results: list[Any], cal_cfg: DictConfig) -> dict[str, Any] |
     reference = fit_reference([f.array() if f is not None else None for f in logs],
                               layers.pop() if len(layers) == 1 else None,
                               int(settings.get("components", 8)),
-                              float(settings.get("margin", 1.25)),
+                              float(settings.get("margin", 1.0)),
                               int(settings.get("max_patches", 2000)),
                               [Path(r.scene).name for r in results])
     if reference is None:
