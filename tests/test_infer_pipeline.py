@@ -127,7 +127,8 @@ def test_scene_counts_each_car_once_across_seams(tmp_path):
     # files: GeoJSON in the scene CRS, counts JSON, quicklook
     polys, crs = read_geojson(res.outputs["geojson"])
     assert crs == UTM and len(polys) == 12
-    assert set(polys[0].properties) == {"score", "p", "tile"}
+    assert set(polys[0].properties) == {"score", "p", "tile", "review"}
+    assert counts["shift"] is None and counts["shift_note"]  # stand-in card: no reference
     assert json.loads(res.outputs["counts"].read_text())["wagons"]["count"] == 12
     assert res.outputs["quicklook"].stat().st_size > 10_000
     assert not list((tmp_path / "out").glob(".*partial*"))

@@ -1,4 +1,4 @@
-"""notebooks/quickstart.ipynb runs top to bottom (synth → infer → fine-tune → evaluate).
+"""notebooks/quickstart.ipynb runs top to bottom (synth → infer → fine-tune → evaluate → adapt).
 
 About a minute on 2 cores, with the bundled model (or DETECTOR_WEIGHTS naming another
 bundle); part of the default suite, so CI executes the notebook.
@@ -33,3 +33,5 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch, cli_env):
     report = json.loads((tmp_path / "work" / "evaluate" / "report.json").read_text())
     assert report["n_scenes"] == 2 and not report["failed"]
     assert (tmp_path / "work" / "infer" / "scene_000.counts.json").exists()
+    card = json.loads((tmp_path / "work" / "adapt" / "adapted.json").read_text())
+    assert card["adapted_from"]["held_out"]["after"]["scenes"] == 2

@@ -15,6 +15,7 @@ from rasterio.crs import CRS
 from detector.atomic import write_text
 from detector.infer.results import Detection, SceneResult
 from detector.labels import LabelledPolygon, read_geojson, write_geojson
+from detector.shift import alarm_message
 from detector.tables import text_table
 
 
@@ -25,10 +26,25 @@ def output_paths(out: Path, scene: Path) -> dict[str, Path]:
             "quicklook": out / f"{scene.stem}.png"}
 
 
+# Detections whose calibrated p lies in this range get ``review: "unsure"``: where an analyst
+# correcting pre-labels should look first (the rest get ``review: "ok"``).
+UNSURE_P = (0.2, 0.8)
+
+
+def review_flag(p: float) -> str:
+    """``unsure`` for a calibrated probability in :data:`UNSURE_P`, else ``ok``."""
+    return "unsure" if UNSURE_P[0] <= p <= UNSURE_P[1] else "ok"
+
+
 def write_detections(path: Path, detections: Sequence[Detection], crs: CRS | None) -> None:
-    """GeoJSON: one Polygon per detection in the scene CRS with class, score, p, tile."""
+    """GeoJSON: one Polygon per detection in the scene CRS with class, score, p, tile, review.
+
+    The file reads back as labels (``class``; the other properties are ignored), so it is a
+    pre-label layer to correct (docs/detections.qml styles it in QGIS).
+    """
     polys = [LabelledPolygon(d.corners_map, d.cls, {"score": round(d.score, 4),
-                                                      "p": round(d.p, 4), "tile": d.tile})
+                                                      "p": round(d.p, 4), "tile": d.tile,
+                                                      "review": review_flag(d.p)})
              for d in detections]
     write_geojson(path, polys, crs)
 
@@ -84,15 +100,19 @@ def write_summary(path: Path, results: Sequence[SceneResult], classes: Sequence[
 def format_table(results: Sequence[SceneResult], classes: Sequence[str]) -> str:
     """A plain-text table: one line per scene, counts with 95% intervals."""
     header = ["scene", "status", "wagons (95% CI)", *classes, "s"]
-    lines, failed = [], []
+    lines, failed, alarms = [], [], []
     for row, res in zip(summary_rows(results, classes), results, strict=True):
         name = Path(row["scene"]).name
         if not res.ok:
             failed.append(f"{name}  failed  {res.error}")
             continue
-        cells = [name, row["status"], f"{row['wagons']} ({row['wagons_ci95']})"]
+        shift = res.counts.get("shift") or {}
+        if shift.get("alarm"):
+            alarms.append(alarm_message(name, shift))
+        status = f"{row['status']} SHIFT!" if shift.get("alarm") else row["status"]
+        cells = [name, status, f"{row['wagons']} ({row['wagons_ci95']})"]
         cells += [f"{row[c]} ({row[f'{c}_ci95']})" for c in classes]
         seconds = row["seconds"]
         cells.append(f"{seconds:.1f}" if isinstance(seconds, int | float) else "")
         lines.append(cells)
-    return "\n".join([text_table(header, lines, markdown=False), *failed])
+    return "\n".join([text_table(header, lines, markdown=False), *failed, *alarms])

@@ -37,7 +37,8 @@ class SceneResult:
     ``detections`` holds ALL candidates (score >= the card's candidate_conf); the counted
     ones have score >= the operating threshold. ``error`` says why a scene failed;
     ``skipped`` marks a scene whose outputs already existed (its detections are then the
-    counted ones read back from its GeoJSON).
+    counted ones read back from its GeoJSON). ``features`` logs one pooled backbone vector
+    per tile read (:class:`detector.shift.FeatureLog`), in memory only.
     """
 
     scene: Path
@@ -47,3 +48,4 @@ class SceneResult:
     counts: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
     skipped: bool = False
+    features: Any = field(default=None, repr=False)

@@ -29,6 +29,7 @@ from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
 from detector.raster import check_bands, open_raster, scene_m_per_px, scene_stretch
+from detector.shift import shift_fields, tile_features
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,11 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig) -
     with open_raster(path) as src:
         plan = plan_scene(src, path, bundle.card, cfg)
         imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
-        cands = detect_tiles(path, plan, predictor, imgsz, int(cfg.batch or _batch(bundle)),
-                             int(cfg.prefetch), bool(cfg.progress))
+        # Shift alarm: one pooled backbone vector per tile, from a hook (nearly free).
+        with tile_features(getattr(bundle, "net", None),
+                           (bundle.card.shift or {}).get("layer")) as feats:
+            cands = detect_tiles(path, plan, predictor, imgsz, int(cfg.batch or _batch(bundle)),
+                                 int(cfg.prefetch), bool(cfg.progress))
         if cands.tiles_read == 0:
             raise DetectorError(f"{path}: every pixel is nodata"
                                 f"{' inside the AOI' if plan.area is not None else ''}; "
@@ -211,6 +215,7 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig) -
         outputs = {"geojson": paths["geojson"], "counts": paths["counts"]}
         counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
                               str(getattr(predictor, "backend", "custom")))
+        counts.update(shift_fields(bundle.card.shift, feats.array()))
         if cfg.quicklook:
             from detector.infer.quicklook import render_quicklook
 
@@ -221,7 +226,7 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig) -
             outputs["quicklook"] = paths["quicklook"]
     counts["seconds"] = round(time.perf_counter() - start, 2)
     write_counts(paths["counts"], counts)  # last: its presence marks the scene as done
-    return SceneResult(path, True, None, detections, counts, outputs)
+    return SceneResult(path, True, None, detections, counts, outputs, features=feats)
 
 
 def _batch(bundle: Bundle) -> int:

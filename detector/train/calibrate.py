@@ -143,34 +143,42 @@ def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cf
     return cands
 
 
-def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, Path]],
-                             names: Sequence[str], cal_cfg: Any, device: Any = None
-                             ) -> MatchedCandidates:
-    """Candidates from the real inference pipeline on whole labelled scenes.
+def run_scenes(weights: str | Path, scenes: Sequence[tuple[Path, Path]], cal_cfg: Any,
+               device: Any = None) -> list[Any]:
+    """Run the real inference pipeline with the calibration's candidate settings.
 
-    Counting happens on tiled, merged scenes, not on training chips (where cars cut by a
-    chip edge are harder), so calibrating here makes ``p`` and the recall mean what the
-    count intervals assume. Truth less than half inside a scene is neither required nor
-    penalised, as in evaluation.
+    One run over all scenes: the bundle is loaded (and its sha256 checked) once. Returns
+    the :class:`detector.infer.SceneResult` of each scene (all candidates, tile features).
     """
     import tempfile
 
+    from detector.infer import run
+
+    with tempfile.TemporaryDirectory(prefix="calibrate_") as out:
+        # The torch network is the reference (other backends match it,
+        # tests/test_infer_backends.py), it alone yields the shift features, and a model
+        # calibrated once is not worth exporting.
+        return run([image for image, _ in scenes], weights, out=out, overwrite=True,
+                   backend="torch", quicklook=False, progress=False,
+                   conf=float(cal_cfg.candidate_conf),
+                   iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
+                   **({"device": str(device)} if device is not None else {}))
+
+
+def scene_candidates(results: Sequence[Any], scenes: Sequence[tuple[Path, Path]],
+                     names: Sequence[str], cal_cfg: Any, cands: MatchedCandidates | None = None,
+                     first_image: int = 0) -> MatchedCandidates:
+    """Match the candidates of inference ``results`` to the truth of their ``scenes``.
+
+    Appends to ``cands`` (a new set when None) with image ids from ``first_image`` on, so
+    the candidates of several models (cross-fitting folds) can be pooled.
+    """
     from detector.evaluate.matching import IGNORED
     from detector.evaluate.scenes import load_scene
     from detector.evaluate.scoring import SceneEval, scene_matches
-    from detector.infer import run
 
-    cands = MatchedCandidates(len(names))
+    cands = MatchedCandidates(len(names)) if cands is None else cands
     index = {name: c for c, name in enumerate(names)}
-    with tempfile.TemporaryDirectory(prefix="calibrate_") as out:
-        # One run over all scenes: the bundle is loaded (and its sha256 checked) once. The
-        # torch network is the reference (other backends match it, tests/test_infer_backends.py)
-        # and a model calibrated once is not worth exporting.
-        results = run([image for image, _ in scenes], weights, out=out, overwrite=True,
-                      backend="torch",
-                      quicklook=False, progress=False, conf=float(cal_cfg.candidate_conf),
-                      iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
-                      **({"device": str(device)} if device is not None else {}))
     for k, ((image, labels), result) in enumerate(zip(scenes, results, strict=True)):
         scene = load_scene(image, labels, list(names))
         if not result.ok:
@@ -185,9 +193,23 @@ def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, P
         kept = ~matches.ignore
         used = assigned != IGNORED  # detections of cars mostly outside the scene
         det_cls = np.array([index[c] for c in matches.det_cls], int)
-        cands.add(k, matches.scores[used], det_cls[used], assigned[used] >= 0,
+        cands.add(first_image + k, matches.scores[used], det_cls[used], assigned[used] >= 0,
                   truth_cls[kept], found[kept])
     return cands
+
+
+def collect_scene_candidates(weights: str | Path, scenes: Sequence[tuple[Path, Path]],
+                             names: Sequence[str], cal_cfg: Any, device: Any = None
+                             ) -> MatchedCandidates:
+    """Candidates from the real inference pipeline on whole labelled scenes.
+
+    Counting happens on tiled, merged scenes, not on training chips (where cars cut by a
+    chip edge are harder), so calibrating here makes ``p`` and the recall mean what the
+    count intervals assume. Truth less than half inside a scene is neither required nor
+    penalised, as in evaluation.
+    """
+    return scene_candidates(run_scenes(weights, scenes, cal_cfg, device), scenes, names,
+                            cal_cfg)
 
 
 # -- fitting and reporting --------------------------------------------------------------

@@ -19,12 +19,14 @@ from detector.bundle import ModelCard, read_card, write_card
 from detector.config import CONFIG_PATH, HYDRA_VERSION_BASE
 from detector.data.yolo import class_names
 from detector.errors import DetectorError, guarded
+from detector.shift import fit_reference
 from detector.train import offline
 from detector.train.calibrate import (
     calibrate,
     collect_candidates,
-    collect_scene_candidates,
     dispersion,
+    run_scenes,
+    scene_candidates,
 )
 from detector.train.card import calibration_fields, calibration_metrics
 from detector.validation import CALIBRATION, check_config, check_values
@@ -81,8 +83,11 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
                                 f"bundle's {names}; build the dataset with data.classes={names}")
         pairs = _recorded_scenes(data_yaml, split) if cal_cfg.get("level") == "scenes" else []
         source = f"{data_yaml.resolve()}:{split}"
+    reference = None
     if pairs:
-        cands = collect_scene_candidates(weights, pairs, names, cal_cfg, device)
+        results = run_scenes(weights, pairs, cal_cfg, device)
+        cands = scene_candidates(results, pairs, names, cal_cfg)
+        reference = shift_reference(results, cal_cfg)
     else:
         cands = collect_candidates(YOLO(str(weights)), data_yaml, len(names), cal_cfg,
                                    card.imgsz, device, split)
@@ -98,12 +103,31 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
               "dispersion": (dispersion(cands, names, cal["calibration"], cal["recall_counts"],
                                         list(card.not_wagons)) if pairs else {}),
               "metrics": metrics}
+    if pairs:  # the reference depends on the weights and scenes only: chips keep the old one
+        fields["shift"] = reference
     card = ModelCard.from_dict(fields, weights)
     write_card(weights, card)
     log.info("%s: recalibrated on %s (%s): %d candidates, ECE %.4f -> %.4f", weights, source,
              metrics["calibrated_on"]["level"], cal["n_candidates"],
              cal["ece"]["ece_before"], cal["ece"]["ece_after"])
     return read_card(weights)
+
+
+def shift_reference(results: list[Any], cal_cfg: DictConfig) -> dict[str, Any] | None:
+    """The card's ``shift`` reference from the tile features of calibration scene runs."""
+    settings = cal_cfg.get("shift") or {}
+    logs = [r.features for r in results]
+    layers = {f.layer for f in logs if f is not None}
+    reference = fit_reference([f.array() if f is not None else None for f in logs],
+                              layers.pop() if len(layers) == 1 else None,
+                              int(settings.get("components", 8)),
+                              float(settings.get("margin", 1.0)),
+                              int(settings.get("max_patches", 2000)),
+                              [Path(r.scene).name for r in results])
+    if reference is None:
+        log.warning("no shift reference: tile features need at least two calibration scenes "
+                    "and the torch backend; inference will report shift: null")
+    return reference
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="recalibrate", version_base=HYDRA_VERSION_BASE)

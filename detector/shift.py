@@ -1,0 +1,194 @@
+"""Shift alarm: how unlike the calibration scenes a scene looks to the model.
+
+During inference a forward hook pools an early backbone block (:data:`LAYER`, where colour,
+texture and blur show; the last backbone layer measured worse on planted restyled scenes)
+into a 4 x 4 grid of channel-mean vectors per tile: nearly free, since the forward pass runs
+anyway. At calibration the patch vectors of the calibration scenes are summarised in the
+card's ``shift`` field: standardisation, the main principal components and the residual
+variance (a probabilistic-PCA Gaussian). A scene's score is the median over its patches of
+their normalised Mahalanobis distance to that Gaussian (about 1 for patches like the
+calibration ones). The alarm threshold is ``margin`` times the highest leave-one-scene-out
+score of the calibration scenes (each scored against a reference fitted without it). With
+``margin`` 1 this is a conformal bound: a new scene exchangeable with n calibration scenes
+exceeds it with probability at most 1 / (n + 1) (25% with 3 scenes, 6% with 16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METHOD = "patch-features-ppca/1"
+NO_REFERENCE = ("the model card has no shift reference; recalibrate the model on labelled "
+                "scenes (python -m detector.train.recalibrate weights=... scenes=DIR) to "
+                "enable the alarm")
+NO_FEATURES = "no tile features from this model backend; shift not measured"
+_SD_FLOOR = 1e-3
+GRID = 4  # patches per tile side: more samples per tile than one global pool
+LAYER = 2  # the first feature block after the stem of Ultralytics YOLO v8/11/26 nets
+
+
+@dataclass
+class FeatureLog:
+    """Pooled feature vectors of every tile (patch) the model saw, in forward order."""
+
+    layer: int | None = None
+    parts: list[np.ndarray] = field(default_factory=list)
+
+    def hook(self, _module: Any, _inputs: Any, output: Any) -> None:
+        """Forward hook: (B, C, H, W) -> (B * cells, C) channel means on a coarse grid."""
+        import torch
+
+        x = output.detach().float()
+        grid = torch.nn.functional.adaptive_avg_pool2d(x, min(GRID, x.shape[-1], x.shape[-2]))
+        self.parts.append(grid.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).cpu().numpy())
+
+    def array(self) -> np.ndarray | None:
+        """(patches, features), or None when nothing was recorded."""
+        return np.concatenate(self.parts) if self.parts else None
+
+
+def feature_layer(net: Any) -> int | None:
+    """:data:`LAYER` when ``net`` has a YOLO layer list that long, else None."""
+    layers = getattr(net, "model", None)
+    if layers is None or not hasattr(layers, "__len__") or len(layers) <= LAYER:
+        return None
+    return LAYER
+
+
+@contextmanager
+def tile_features(net: Any, layer: int | None = None) -> Iterator[FeatureLog]:
+    """Record pooled features of ``net``'s layer ``layer`` (default: :func:`feature_layer`).
+
+    A net without YOLO layers (another backend) yields an empty log.
+    """
+    layer = feature_layer(net) if layer is None else int(layer)
+    log = FeatureLog(layer)
+    layers = getattr(net, "model", None)
+    if layer is None or layers is None or not 0 <= layer < len(layers):
+        yield FeatureLog(None)
+        return
+    handle = layers[layer].register_forward_hook(log.hook)
+    try:
+        yield log
+    finally:
+        handle.remove()
+
+
+# -- reference and score ------------------------------------------------------------------
+
+def fit_gaussian(features: np.ndarray, components: int) -> dict[str, Any]:
+    """Standardisation + top principal components + residual variance of patch features."""
+    x = np.asarray(features, float)
+    mean, sd = x.mean(axis=0), np.maximum(x.std(axis=0), _SD_FLOOR)
+    z = (x - mean) / sd
+    k = int(max(1, min(components, z.shape[0] - 1, z.shape[1] - 1)))
+    _, s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    var = s ** 2 / max(1, z.shape[0] - 1)
+    residual = float(var[k:].sum() / max(1, z.shape[1] - k)) if var.size > k else 1e-6
+    return {"mean": mean, "sd": sd, "components": vt[:k], "variances": np.maximum(var[:k], 1e-6),
+            "residual_var": max(residual, 1e-6)}
+
+
+def tile_distances(gauss: Mapping[str, Any], features: np.ndarray) -> np.ndarray:
+    """Normalised Mahalanobis distance of each patch (about 1 for reference-like ones)."""
+    z = (np.asarray(features, float) - np.asarray(gauss["mean"])) / np.asarray(gauss["sd"])
+    comps = np.asarray(gauss["components"], float)
+    proj = z @ comps.T
+    inside = (proj ** 2 / np.asarray(gauss["variances"], float)).sum(axis=1)
+    resid = ((z - proj @ comps) ** 2).sum(axis=1) / float(gauss["residual_var"])
+    return np.sqrt((inside + resid) / z.shape[1])
+
+
+def scene_score(gauss: Mapping[str, Any], features: np.ndarray) -> float:
+    """Median patch distance of one scene."""
+    return float(np.median(tile_distances(gauss, features)))
+
+
+def _subsample(features: np.ndarray, max_patches: int, seed: int) -> np.ndarray:
+    if len(features) <= max_patches:
+        return features
+    rng = np.random.default_rng(seed)
+    return features[np.sort(rng.choice(len(features), max_patches, replace=False))]
+
+
+def fit_reference(scene_features: Sequence[np.ndarray | None], layer: int | None,
+                  components: int = 4, margin: float = 1.0, max_patches: int = 2000,
+                  names: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The card's ``shift`` field from the patch features of the calibration scenes.
+
+    Args:
+        scene_features: (patches, features) per calibration scene (None: not measured).
+        layer: the backbone layer the features came from (inference hooks the same one).
+        components: principal components kept.
+        margin: the threshold is ``margin`` x the highest leave-one-scene-out score.
+        max_patches: patches per scene used (a seeded sample of larger scenes).
+        names: scene names for the record.
+
+    Returns:
+        The reference dict, or None when fewer than two scenes have features.
+    """
+    feats = [_subsample(np.asarray(f, float), max_patches, k)
+             for k, f in enumerate(scene_features) if f is not None and len(f)]
+    if len(feats) < 2 or layer is None:
+        return None
+    loo = []
+    for k in range(len(feats)):
+        rest = np.concatenate([f for j, f in enumerate(feats) if j != k])
+        loo.append(scene_score(fit_gaussian(rest, components), feats[k]))
+    gauss = fit_gaussian(np.concatenate(feats), components)
+    in_sample = [scene_score(gauss, f) for f in feats]
+    return {
+        "method": METHOD, "layer": int(layer),
+        "mean": _round(gauss["mean"]), "sd": _round(gauss["sd"]),
+        "components": _round(gauss["components"]), "variances": _round(gauss["variances"]),
+        "residual_var": float(f"{gauss['residual_var']:.5g}"),
+        "threshold": round(margin * max(loo), 4), "margin": float(margin),
+        "reference": {"scenes": len(feats), "patches": int(sum(len(f) for f in feats)),
+                      "loo_scores": [round(s, 4) for s in loo],
+                      "in_sample_scores": [round(s, 4) for s in in_sample],
+                      **({"names": list(names)} if names is not None else {})},
+    }
+
+
+def _round(values: np.ndarray) -> list:
+    return np.asarray(values, float).round(5).tolist()
+
+
+def shift_fields(reference: Mapping[str, Any] | None, features: np.ndarray | None
+                 ) -> dict[str, Any]:
+    """The counts JSON ``shift`` entry: ``{"score", "alarm", "threshold"}``, or None + note.
+
+    Args:
+        reference: the card's ``shift`` reference (None when it has none).
+        features: this scene's tile features.
+    """
+    if not reference:
+        return {"shift": None, "shift_note": NO_REFERENCE}
+    if features is None or not len(features):
+        return {"shift": None, "shift_note": NO_FEATURES}
+    score = scene_score(reference, features)
+    threshold = float(reference["threshold"])
+    return {"shift": {"score": round(score, 4), "alarm": bool(score > threshold),
+                      "threshold": threshold}}
+
+
+def alarm_message(scene: str, shift: Mapping[str, Any]) -> str:
+    """One line for an alarmed scene: what it means and what to do."""
+    return (f"{scene}: SHIFT score {shift['score']:.2f} > {shift['threshold']:.2f}: this scene "
+            "looks unlike the scenes the model was calibrated on, so its intervals are not "
+            "to be trusted as calibrated; adapt the model to this imagery "
+            "(python -m detector.adapt scenes=DIR of a few labelled scenes)")
+
+
+def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float | None:
+    """Probability that a positive (off-style) score exceeds a negative one (ties count half)."""
+    neg, pos = np.asarray(negatives, float), np.asarray(positives, float)
+    if not neg.size or not pos.size:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (neg.size * pos.size))

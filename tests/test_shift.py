@@ -1,0 +1,91 @@
+"""Shift alarm: the reference in the card, the score per scene, the table and the null case."""
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from detector.bundle import BUNDLED_WEIGHTS, read_card
+from detector.config import compose
+from detector.infer import run
+from detector.infer.outputs import format_table
+from detector.raster import open_raster, write_geotiff
+from detector.shift import NO_REFERENCE, auroc, fit_reference, scene_score, shift_fields
+from detector.synth import write_scenes
+from detector.train.recalibrate import recalibrate
+
+
+def test_reference_scores_shifted_features_higher_and_needs_two_scenes():
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(6, 32))
+
+    def scene(shift: float = 0.0) -> np.ndarray:
+        return rng.normal(size=(200, 6)) @ mix + rng.normal(0, 0.3, (200, 32)) + shift
+
+    ref = fit_reference([scene() for _ in range(4)], layer=10, components=4, margin=1.25)
+    assert ref["layer"] == 10 and len(ref["reference"]["loo_scores"]) == 4
+    assert ref["threshold"] == pytest.approx(1.25 * max(ref["reference"]["loo_scores"]), abs=1e-3)
+    inside = [scene_score(ref, scene()) for _ in range(5)]
+    off = [scene_score(ref, scene(shift=1.5)) for _ in range(5)]
+    assert auroc(inside, off) == 1.0
+    assert all(s < ref["threshold"] for s in inside) and all(s > ref["threshold"] for s in off)
+    assert fit_reference([scene()], layer=10) is None
+    assert shift_fields(None, np.zeros((3, 32))) == {"shift": None, "shift_note": NO_REFERENCE}
+    json.dumps(ref)  # goes into the card as is
+
+
+def _restyle(src: Path, dst: Path) -> Path:
+    """A strongly recoloured (inverted) and blurred copy of a scene (same place and georef)."""
+    with open_raster(src) as s:
+        data, transform, crs = s.read(), s.transform, s.crs
+    data = 255 - data[[2, 0, 1]].astype(np.float32)  # colours rotated and inverted
+    data = np.stack([cv2.GaussianBlur(b, (0, 0), 3.0) for b in data])
+    write_geotiff(dst, np.clip(data, 0, 255).astype(np.uint8), transform, crs)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """The bundled model recalibrated (shift reference included) on three in-style scenes."""
+    root = tmp_path_factory.mktemp("shift")
+    scenes = root / "scenes"
+    write_scenes(compose("synth", [f"out={scenes}", "n_scenes=4", "seed=21", "size=[600,600]",
+                                   "vehicles.min=20", "vehicles.max=40",
+                                   "vehicles.empty_prob=0"]))
+    cal = root / "cal"
+    cal.mkdir()
+    for k in range(3):
+        for suffix in (".tif", ".geojson"):
+            shutil.copy(scenes / f"scene_{k:03d}{suffix}", cal / f"scene_{k:03d}{suffix}")
+    weights = root / "model.pt"
+    shutil.copy(BUNDLED_WEIGHTS, weights)
+    shutil.copy(BUNDLED_WEIGHTS.with_suffix(".json"), weights.with_suffix(".json"))
+    recalibrate(weights, compose("recalibrate").calibration, scenes=cal)
+    return weights, scenes / "scene_003.tif", root
+
+
+def test_a_card_without_reference_gives_null_shift_with_a_note(calibrated, tmp_path):
+    _, scene, _ = calibrated
+    [res] = run(scene, out=tmp_path / "out", quicklook=False, progress=False)  # bundled card
+    counts = json.loads(res.outputs["counts"].read_text())
+    assert counts["shift"] is None and "recalibrate" in counts["shift_note"]
+    assert "SHIFT" not in format_table([res], list(counts["classes"]))
+
+
+def test_recalibration_records_a_reference_and_off_style_scenes_alarm(calibrated, tmp_path):
+    weights, in_style, root = calibrated
+    ref = read_card(weights)["shift"]
+    assert ref["reference"]["scenes"] == 3 and ref["threshold"] > 0
+    off = _restyle(in_style, tmp_path / "restyled.tif")
+    results = run([in_style, off], weights, out=tmp_path / "out", quicklook=False,
+                  progress=False)
+    shifts = [json.loads(r.outputs["counts"].read_text())["shift"] for r in results]
+    assert shifts[1]["score"] > shifts[0]["score"]
+    assert shifts[1]["alarm"] and shifts[1]["score"] > ref["threshold"]
+    table = format_table(results, list(results[0].counts["classes"]))
+    assert "SHIFT!" in table and "python -m detector.adapt" in table
+    alarmed = [line for line in table.splitlines() if "SHIFT!" in line]
+    assert all("restyled.tif" in line for line in alarmed if line.startswith(("scene", "rest")))
