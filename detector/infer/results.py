@@ -37,7 +37,8 @@ class SceneResult:
     ``detections`` holds ALL candidates (score >= the card's candidate_conf); the counted
     ones have score >= the operating threshold. ``error`` says why a scene failed;
     ``skipped`` marks a scene whose outputs already existed (its detections are then the
-    counted ones read back from its GeoJSON).
+    counted ones read back from its GeoJSON); ``missing`` one with no outputs yet (a summary
+    of a partial run). ``name`` is the scene's unique output name.
     """
 
     scene: Path
@@ -47,3 +48,12 @@ class SceneResult:
     counts: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
     skipped: bool = False
+    name: str = ""
+    missing: bool = False
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``skipped``, ``failed`` or ``missing``."""
+        if self.missing:
+            return "missing"
+        return "skipped" if self.skipped else ("ok" if self.ok else "failed")
