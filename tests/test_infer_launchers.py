@@ -1,4 +1,4 @@
-"""Sharded multiruns on real launchers (joblib, submitit local, Ray) with the bundled model.
+"""Sharded runs on real engines (joblib, submitit local, Ray) with the bundled model.
 
 Each compares a multirun's per-scene outputs and summary with one single-process run over
 the same tiny generated scenes (two share a file name, in 2023/ and 2024/).
@@ -107,12 +107,12 @@ def test_submitit_local_multirun_equals_one_process(scenes, clean, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_multirun_on_a_local_two_cpu_cluster_equals_one_process(scenes, clean, tmp_path):
+def test_ray_runner_on_a_local_two_cpu_cluster_equals_one_process(scenes, clean, tmp_path):
     pytest.importorskip("ray")
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
     out = tmp_path / "out"
-    proc = multirun(scenes, out, "ray", "hydra.launcher.ray.init.num_cpus=2",
-                    "+hydra.launcher.ray.init.include_dashboard=false")
+    proc = subprocess.run([sys.executable, "-m", "detector.infer.ray", f"source={scenes}",
+                           f"out={out}", "shards=2", "ray.num_cpus=2", *FAST],
+                          capture_output=True, text=True, timeout=600)
     assert_same_as(clean, out, proc)
 
 
