@@ -68,6 +68,13 @@ def enable_tensorboard(enabled: bool) -> bool:
     return True
 
 
+def in_every_process(trainer: object = None) -> None:
+    """Ultralytics callback (``on_pretrain_routine_start``): the offline AMP check in each
+    process that trains, DDP workers included (they are fresh interpreters that load the
+    trainer's pickled callbacks, so this function must stay importable at module level)."""
+    skip_amp_download()
+
+
 def prepare(tensorboard: bool = True) -> None:
     """Make a training run offline-safe (font, AMP check) and set up optional logging."""
     provide_font()
