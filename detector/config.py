@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from hydra import compose as hydra_compose
@@ -31,3 +32,19 @@ def compose(config_name: str, overrides: Sequence[str] = (),
     with initialize_config_module(config_module=CONFIG_MODULE, version_base=HYDRA_VERSION_BASE):
         return hydra_compose(config_name=config_name, overrides=list(overrides),
                              return_hydra_config=with_hydra)
+
+
+def allow_launcher_schemas() -> None:
+    """Silence Hydra's note that ``conf/hydra/launcher/*.yaml`` are checked against the
+    launcher plugins' schemas of the same name.
+
+    The shared names keep the plugins' own commands (``hydra/launcher=joblib``) working
+    with our settings, and the check catches typos; it works throughout Hydra 1.3.
+    """
+    warnings.filterwarnings("ignore", message=r"(?s).*hydra/launcher/.*is validated against "
+                            "ConfigStore schema with the same name")
+
+
+# Here, not in the entry points: launcher worker processes (joblib, submitit, Ray) compose
+# their job's config without running ``__main__``, but import this module first.
+allow_launcher_schemas()

@@ -199,3 +199,16 @@ def test_evaluate_end_to_end_with_a_real_model(tmp_path):
     assert saved["scenes"][0]["wagons"]["count"] == counts["wagons"]["count"]
     assert {"map50", "map50_95", "classes"} <= set(saved["detection"])
     assert set(report["plots"]) == {"counts", "reliability", "pr_curves"}
+
+
+def test_same_file_name_in_subfolders_gets_distinct_report_names(tmp_path, monkeypatch):
+    for year, n in (("2023", 3), ("2024", 5)):
+        (tmp_path / "scenes" / year).mkdir(parents=True)
+        make_scene(tmp_path / "scenes" / year, "site", n)
+    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5, "sha256": "x"}
+    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
+    monkeypatch.setattr(detector.infer, "run", _fake_run(missed=0, extra=0), raising=False)
+    api.evaluate(_cfg(tmp_path, "plots=false"))
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(r["scene"], r["wagons"]["truth"]) for r in saved["scenes"]] == [
+        ("2023__site", 3), ("2024__site", 5)]

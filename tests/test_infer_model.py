@@ -97,7 +97,8 @@ def test_cli_fails_with_one_line_and_writes_nothing(tmp_path, obb_weights):
     assert fail.returncode == 2
     errors = [line for line in fail.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bad.tif" in errors[0] and "not a readable raster" in errors[0]
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    # nothing but the failure marker (the reason, read back by the summary)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["bad.error.json"]
 
 
 @pytest.mark.slow

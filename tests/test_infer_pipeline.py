@@ -212,7 +212,9 @@ def test_no_crs_needs_m_per_px_then_works_in_pixel_coordinates(tmp_path):
     truth, _ = planted_scene(scene, crs=None)
     [res] = infer(tmp_path, scene)
     assert not res.ok and "m_per_px=" in res.error and "plain.tif" in res.error
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    # only the failure marker, with the reason; no half-written output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["plain.error.json"]
+    assert "m_per_px=" in json.loads((tmp_path / "out" / "plain.error.json").read_text())["error"]
     [res] = infer(tmp_path, scene, m_per_px=0.5, quicklook=False)
     assert res.ok and res.counts["wagons"]["count"] == len(truth)
     assert all(np.allclose(d.corners_map, d.corners_px) for d in res.detections)
@@ -233,7 +235,11 @@ def test_bad_scenes_fail_alone_and_are_listed_in_the_summary(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "failed", "failed"]
     assert rows[0]["wagons"] == "12" and "nodata" in rows[2]["error"]
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["a_good.counts.json", "a_good.geojson", "summary.csv"]
+    assert names == ["a_good.counts.json", "a_good.geojson", "b_text.error.json",
+                     "c_empty.error.json", "summary.csv", "summary.json"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["done"], summary["failed"], summary["missing"]) == (1, 2, 0)
+    assert "nodata" in summary["failed_scenes"][1]["error"]
 
 
 def test_sources_glob_and_list(tmp_path):

@@ -7,7 +7,6 @@ Readers never stop at a bad scene: they return the good scenes and one line per 
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 from detector.errors import DetectorError
 from detector.labels import LabelledPolygon, read_geojson, to_pixel
 from detector.raster import open_raster
+from detector.scene_files import find_rasters, unique_names
 
 
 @dataclass
@@ -81,12 +81,6 @@ def load_scene_labels(tif_path: str | Path, geojson_path: str | Path, classes: l
     return map_classes(pixels, mapping)
 
 
-def scene_name(path: Path, root: Path) -> str:
-    """A file-name-safe unique name for a scene: its path under ``root`` without suffix."""
-    rel = path.relative_to(root).with_suffix("") if path.is_relative_to(root) else Path(path.stem)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "__".join(rel.parts))
-
-
 def geojson_scenes(root: str | Path, pattern: str, classes: list[str],
                    class_map: Mapping[Any, Any] | None = None) -> tuple[list[Scene], list[str]]:
     """Scenes under ``root`` matching ``pattern``, each with ``NAME.geojson`` beside it.
@@ -97,15 +91,13 @@ def geojson_scenes(root: str | Path, pattern: str, classes: list[str],
     root = Path(root)
     if not root.is_dir():
         raise DetectorError(f"{root}: no such folder; set data.root to the folder of your scenes")
-    # Hidden names are temporary files and folders (ours included), never scenes.
-    images = sorted(p for p in root.rglob(pattern) if p.is_file()
-                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    images = find_rasters(root, pattern)
     if not images:
         raise DetectorError(
             f"{root}: no scene matches {pattern!r}; put NAME.tif + NAME.geojson there "
             "or set data.pattern")
     scenes, problems = [], []
-    for image in images:
+    for image, name in zip(images, unique_names(images, root), strict=True):
         labels = image.with_suffix(".geojson")
         if not labels.exists():
             problems.append(f"{image}: no labels beside it ({labels.name}); label the scene "
@@ -116,7 +108,7 @@ def geojson_scenes(root: str | Path, pattern: str, classes: list[str],
         except DetectorError as err:
             problems.append(str(err))
             continue
-        scenes.append(Scene(scene_name(image, root), image, labels, polygons))
+        scenes.append(Scene(name, image, labels, polygons))
     return scenes, problems
 
 

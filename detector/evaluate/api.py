@@ -15,6 +15,7 @@ from detector.evaluate.plots import write_plots
 from detector.evaluate.report import write_report
 from detector.evaluate.scenes import find_scenes, load_scene, scene_aoi
 from detector.evaluate.scoring import SceneEval, build_report
+from detector.scene_files import unique_names
 from detector.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = {Path(r.scene).resolve(): r
                for r in run([str(s.image) for s in scenes], weights=str(weights), **overrides)}
     evals, failed = [], []
-    for scene in scenes:
+    # The names inference gave the prediction files: unique for 2023/site.tif + 2024/site.tif.
+    names = unique_names([s.image for s in scenes])
+    for scene, name in zip(scenes, names, strict=True):
         result = results.get(scene.image.resolve())
         if result is None or not result.ok:
-            failed.append({"scene": scene.image.name,
+            failed.append({"scene": name,
                            "error": result.error if result else "not run by inference"})
             continue
-        evals.append(SceneEval(scene.image.stem, result.detections, result.counts, scene.truth,
+        evals.append(SceneEval(name, result.detections, result.counts, scene.truth,
                                scene.width, scene.height, scene_aoi(cfg.aoi, scene.image)))
     if not evals:
         raise DetectorError(f"{pairs[0][0].parent}: inference failed on every scene "

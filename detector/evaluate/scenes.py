@@ -11,9 +11,9 @@ import shapely
 from detector.data.readers import load_scene_labels
 from detector.errors import DetectorError
 from detector.infer.aoi import load_aoi
-from detector.infer.sources import RASTER_SUFFIXES
 from detector.labels import LabelledPolygon
 from detector.raster import open_raster
+from detector.scene_files import RASTER_SUFFIXES, find_rasters
 
 
 @dataclass
@@ -63,7 +63,8 @@ def find_scenes(source: str | Path, split: str = "test") -> list[tuple[Path, Pat
     """(image, labels) pairs for ``source``.
 
     Args:
-        source: a folder of ``NAME.tif`` + ``NAME.geojson`` pairs, one ``.tif`` with its
+        source: a folder of ``NAME.tif`` + ``NAME.geojson`` pairs (its subfolders
+            included), one ``.tif`` with its
             ``.geojson`` beside it, or a dataset (its folder, data.yaml or dataset.json),
             whose ``split`` scenes are used.
         split: dataset split to evaluate.
@@ -80,8 +81,7 @@ def find_scenes(source: str | Path, split: str = "test") -> list[tuple[Path, Pat
     if source.name in ("dataset.json", "data.yaml"):
         return _dataset_scenes(source.with_name("dataset.json"), split)
     if source.is_dir():
-        images = sorted(p for p in source.iterdir()
-                        if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+        images = find_rasters(source)
         if not images and (source / "dataset.json").exists():
             return _dataset_scenes(source / "dataset.json", split)
         if images:

@@ -9,15 +9,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from tqdm import tqdm
 
 from detector.config import compose
 from detector.errors import DetectorError
 from detector.infer.demo import demo_scene
 from detector.infer.model import Bundle, all_cores, load_bundle
-from detector.infer.outputs import write_summary
+from detector.infer.outputs import clear_partials, output_paths, write_error
 from detector.infer.results import SceneResult
 from detector.infer.scene import make_predictor, process_scene
-from detector.infer.sources import resolve_sources
+from detector.infer.shards import fail_after_tiles, select_shard, task_device
+from detector.infer.sources import named_scenes
+from detector.infer.summary import summarize
 from detector.raster import gdal_cache
 from detector.validation import check_config
 
@@ -56,47 +59,102 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def scenes_of(cfg: DictConfig) -> list[Path]:
-    """Scene paths from ``cfg.source``; the cached demo scene when it is empty."""
+def scenes_of(cfg: DictConfig) -> list[tuple[Path, str]]:
+    """(path, unique output name) of every scene of ``cfg.source`` (all shards); the cached
+    demo scene when it is empty."""
     source = cfg.get("source")
     if source in (None, ""):
-        return [demo_scene(int(cfg.demo_seed))]
-    if OmegaConf.is_list(source):
-        return [p for s in source for p in resolve_sources(s)]
-    return resolve_sources(source)
+        path = demo_scene(int(cfg.demo_seed))
+        return [(path, path.stem)]
+    return named_scenes(list(source) if OmegaConf.is_list(source) else [source])
+
+
+def shard_of(cfg: DictConfig) -> tuple[int, int]:
+    """``(shards, shard)`` of this task (1, 0 for an unsharded run)."""
+    shards, shard = int(cfg.get("shards") or 1), int(cfg.get("shard") or 0)
+    if shards < 1 or not 0 <= shard < shards:
+        raise DetectorError(f"shards={shards} shard={shard}: need shards >= 1 and "
+                            f"0 <= shard < shards, e.g. shards=3 shard=0,1,2")
+    return shards, shard
 
 
 def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = None
                ) -> list[SceneResult]:
-    """Run inference over every scene of ``cfg``; one failing scene does not stop the rest.
+    """Run inference over this task's scenes of ``cfg``; one failing scene does not stop the
+    rest.
 
+    With ``shards=N shard=i`` the task takes its area-balanced share of the scenes
+    (:mod:`detector.infer.shards`) and leaves the summary to the reduce step; a scene whose
+    counts JSON exists is skipped, so a rerun redoes only what is missing.
     ``bundle``/``predictor`` may be injected (tests use a stand-in model).
 
     Raises:
-        DetectorError: a config value that cannot work, no scenes, or weights that cannot
-            be loaded.
+        DetectorError: a config value that cannot work, no scenes, bad shard keys, or
+            weights that cannot be loaded.
     """
     check_config(cfg, "infer")
     scenes = scenes_of(cfg)
+    shards, shard = shard_of(cfg)
+    mine = select_shard(scenes, [p for p, _ in scenes], shards, shard)
+    if shards > 1:
+        log.info("shard %d of %d: %d of %d scenes", shard, shards, len(mine), len(scenes))
+    if not mine:
+        return []
     if bundle is None:
-        bundle = load_bundle(cfg.get("weights"), cfg.device, cfg.get("half"))
+        device = task_device(cfg.device, shard, _gpu_count())
+        bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"))
     if predictor is None:
         predictor = make_predictor(bundle, cfg)
-    results = []
+    predictor = fail_after_tiles(predictor)
+    out = Path(cfg.out)
+    desc = f"shard {shard}/{shards}" if shards > 1 else "scenes"
     with all_cores(bundle.device), gdal_cache():
-        for path in scenes:
-            try:
-                results.append(process_scene(path, bundle, predictor, cfg))
-            except DetectorError as err:
-                log.error("%s", err)
-                results.append(SceneResult(path, False, str(err)))
-            except Exception as err:  # noqa: BLE001 - one bad scene must not stop the others
-                log.exception("%s: failed", path)
-                results.append(SceneResult(path, False,
-                                           f"{path}: {type(err).__name__}: {err}"))
-    if len(scenes) > 1:
-        write_summary(Path(cfg.out) / "summary.csv", results, bundle.classes)
+        results = [run_scene(path, name, out, bundle, predictor, cfg)
+                   for path, name in tqdm(mine, desc=desc, unit="scene",
+                                          disable=not cfg.progress or len(mine) < 2)]
+    if shards == 1 and len(scenes) > 1:
+        summarize(out, scenes)
     return results
+
+
+def reduce_run(cfg: DictConfig) -> dict[str, int]:
+    """Rebuild ``out/summary.csv`` and ``summary.json`` from the per-scene outputs of every
+    shard of ``cfg.source``; print and return the tally (done / failed / missing)."""
+    from detector.infer.summary import status_line
+
+    summary = summarize(cfg.out, scenes_of(cfg))
+    counts = {k: summary[k] for k in ("scenes", "done", "failed", "missing")}
+    print(status_line(counts, Path(cfg.out)), flush=True)
+    return counts
+
+
+def run_scene(path: Path, name: str, out: Path, bundle: Bundle, predictor: Any,
+              cfg: DictConfig) -> SceneResult:
+    """One scene; a failure is written as ``<name>.error.json`` (the reason) and returned."""
+    paths = output_paths(out, name)
+    clear_partials(paths)
+    if cfg.overwrite:  # the done marker goes first, so a redo killed halfway is not "done"
+        paths["counts"].unlink(missing_ok=True)
+    try:
+        result = process_scene(path, bundle, predictor, cfg, name)
+    except DetectorError as err:
+        log.error("%s", err)
+        result = SceneResult(path, False, str(err))
+    except Exception as err:  # noqa: BLE001 - one bad scene must not stop the others
+        log.exception("%s: failed", path)
+        result = SceneResult(path, False, f"{path}: {type(err).__name__}: {err}")
+    result.name = name
+    if result.ok:
+        paths["error"].unlink(missing_ok=True)
+    else:
+        write_error(paths["error"], path, str(result.error))
+    return result
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def run(source: Any = None, weights: str | Path | None = None, **overrides: Any

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 from collections.abc import Sequence
@@ -19,11 +20,29 @@ from detector.shift import alarm_message
 from detector.tables import text_table
 
 
-def output_paths(out: Path, scene: Path) -> dict[str, Path]:
-    """Where a scene's outputs go: ``<out>/<stem>.geojson|.counts.json|.png``."""
-    return {"geojson": out / f"{scene.stem}.geojson",
-            "counts": out / f"{scene.stem}.counts.json",
-            "quicklook": out / f"{scene.stem}.png"}
+def output_paths(out: Path, name: str) -> dict[str, Path]:
+    """Where a scene's outputs go: ``<out>/<name>.geojson|.counts.json|.png``, and
+    ``<name>.error.json`` when it failed.
+
+    ``name`` is unique within a run (:func:`detector.scene_files.unique_names`); the counts
+    JSON is written last, so its presence marks the scene as done.
+    """
+    return {"geojson": out / f"{name}.geojson",
+            "counts": out / f"{name}.counts.json",
+            "quicklook": out / f"{name}.png",
+            "error": out / f"{name}.error.json"}
+
+
+def write_error(path: Path, scene: Path, error: str) -> None:
+    """The failure marker of a scene: why it failed (read back by the summary)."""
+    write_text(path, json.dumps({"scene": str(scene), "error": error}, indent=2))
+
+
+def clear_partials(paths: dict[str, Path]) -> None:
+    """Remove temporary files a killed run left for these outputs (see detector.atomic)."""
+    for path in paths.values():
+        for tmp in path.parent.glob(f".{glob.escape(path.stem)}.????????.partial{path.suffix}"):
+            tmp.unlink(missing_ok=True)
 
 
 # Detections whose calibrated p lies in this range get ``review: "unsure"``: where an analyst
@@ -65,9 +84,8 @@ def summary_rows(results: Sequence[SceneResult], classes: Sequence[str]) -> list
     """One flat row per scene: status, wagons and per-class counts with intervals."""
     rows = []
     for res in results:
-        row: dict[str, Any] = {"scene": str(res.scene),
-                               "status": "skipped" if res.skipped else
-                               ("ok" if res.ok else "failed"),
+        row: dict[str, Any] = {"scene": str(res.scene), "name": res.name,
+                               "status": res.status,
                                "error": res.error or ""}
         wagons = res.counts.get("wagons", {})
         row.update({"wagons": wagons.get("count", ""),
@@ -87,9 +105,8 @@ def _ci(stats: dict[str, Any]) -> str:
     return f"{ci[0]}-{ci[1]}" if ci else ""
 
 
-def write_summary(path: Path, results: Sequence[SceneResult], classes: Sequence[str]) -> None:
-    """``summary.csv`` over several scenes; failed scenes are listed with the reason."""
-    rows = summary_rows(results, classes)
+def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``summary.csv``: the :func:`summary_rows` of a run, failed scenes with the reason."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()

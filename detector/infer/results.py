@@ -37,8 +37,9 @@ class SceneResult:
     ``detections`` holds ALL candidates (score >= the card's candidate_conf); the counted
     ones have score >= the operating threshold. ``error`` says why a scene failed;
     ``skipped`` marks a scene whose outputs already existed (its detections are then the
-    counted ones read back from its GeoJSON). ``features`` logs one pooled backbone vector
-    per tile read (:class:`detector.shift.FeatureLog`), in memory only.
+    counted ones read back from its GeoJSON); ``missing`` one with no outputs yet (a summary
+    of a partial run). ``name`` is the scene's unique output name. ``features`` logs one
+    pooled backbone vector per tile read (:class:`detector.shift.FeatureLog`), in memory only.
     """
 
     scene: Path
@@ -49,3 +50,12 @@ class SceneResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     skipped: bool = False
     features: Any = field(default=None, repr=False)
+    name: str = ""
+    missing: bool = False
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``skipped``, ``failed`` or ``missing``."""
+        if self.missing:
+            return "missing"
+        return "skipped" if self.skipped else ("ok" if self.ok else "failed")

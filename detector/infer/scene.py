@@ -176,13 +176,16 @@ def skipped_result(path: Path, paths: dict[str, Path]) -> SceneResult:
     counts = json.loads(paths["counts"].read_text())
     detections = read_detections(paths["geojson"]) if paths["geojson"].exists() else []
     return SceneResult(path, True, None, detections, counts,
-                       {k: v for k, v in paths.items() if v.exists()}, skipped=True)
+                       {k: v for k, v in paths.items() if k != "error" and v.exists()},
+                       skipped=True)
 
 
-def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig) -> SceneResult:
-    """Run inference on one scene and write its outputs; failures become a failed result."""
+def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
+                  name: str | None = None) -> SceneResult:
+    """Run inference on one scene and write its outputs (``<out>/<name>.*``, ``name``
+    defaulting to the file stem; see :func:`detector.infer.outputs.output_paths`)."""
     out = Path(cfg.out)
-    paths = output_paths(out, path)
+    paths = output_paths(out, name or path.stem)
     if paths["counts"].exists() and not cfg.overwrite:
         log.info("%s: outputs exist in %s; skipping (overwrite=true to redo)", path.name, out)
         return skipped_result(path, paths)

@@ -1,17 +1,19 @@
-"""Turn ``source=`` (a GeoTIFF, a folder, a glob, or a .txt list) into scene paths."""
+"""Turn ``source=`` (a GeoTIFF, a folder, a glob, a .txt list, or a list of these) into scenes."""
 
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from pathlib import Path
 
 from detector.errors import DetectorError
+from detector.scene_files import RASTER_SUFFIXES, find_rasters, unique_names
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+__all__ = ["RASTER_SUFFIXES", "named_scenes", "resolve_sources", "source_root"]
 
 
 def resolve_sources(source: str | Path) -> list[Path]:
-    """Scene paths named by ``source``, sorted within a folder or glob.
+    """Scene paths named by ``source``; a folder's are found in its subfolders too, sorted.
 
     Raises:
         DetectorError: nothing matches.
@@ -19,8 +21,9 @@ def resolve_sources(source: str | Path) -> list[Path]:
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
-        scenes = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
-        hint = f"it holds no {'/'.join(RASTER_SUFFIXES)} files; point source= to scenes"
+        scenes = find_rasters(path)
+        hint = (f"neither it nor its subfolders hold {'/'.join(RASTER_SUFFIXES)} files; "
+                "point source= to scenes")
     elif path.suffix.lower() == ".txt" and path.is_file():
         base = path.parent
         scenes = [(base / line.strip()) if not Path(line.strip()).is_absolute()
@@ -29,7 +32,8 @@ def resolve_sources(source: str | Path) -> list[Path]:
                   if line.strip() and not line.lstrip().startswith("#")]
         hint = "it lists no scenes; put one path per line"
     elif glob.has_magic(text):
-        scenes = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        scenes = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                        if Path(p).is_file())
         hint = "the pattern matches no files"
     else:
         scenes = [path]
@@ -37,3 +41,41 @@ def resolve_sources(source: str | Path) -> list[Path]:
     if not scenes:
         raise DetectorError(f"{source}: {hint}")
     return scenes
+
+
+def source_root(source: str | Path) -> Path | None:
+    """The folder scene names are taken under: a folder source itself, a glob's fixed part.
+
+    None (the scenes' common folder) for a file or a list, whose scenes have no one root.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if glob.has_magic(text):
+        fixed = _until_magic(path.parts)
+        return Path(*fixed) if fixed else Path(".")
+    return None
+
+
+def _until_magic(parts: Sequence[str]) -> list[str]:
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return fixed
+
+
+def named_scenes(sources: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """(path, unique output name) of every scene of ``sources``, in order.
+
+    One source names its scenes by their path under it (a folder keeps its scenes' names
+    as it grows); several sources name them under their common folder.
+
+    Raises:
+        DetectorError: nothing matches, or two scenes would share a name.
+    """
+    paths = [p for s in sources for p in resolve_sources(s)]
+    root = source_root(sources[0]) if len(sources) == 1 else None
+    return list(zip(paths, unique_names(paths, root), strict=True))

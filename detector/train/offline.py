@@ -95,6 +95,22 @@ def tensorboard_logging(enabled: bool) -> Iterator[bool]:
             settings.update({"tensorboard": before})
 
 
+def in_every_process(trainer: object = None) -> None:
+    """Ultralytics callback (``on_pretrain_routine_start``): the offline AMP check in each
+    process that trains, DDP workers included.
+
+    DDP workers are fresh interpreters that load the trainer's pickled callbacks (so this
+    function must stay importable at module level); there the check is replaced for the
+    worker's lifetime. In the main process :func:`training_session` has replaced it already
+    and restores it afterwards, so this does nothing.
+    """
+    import ultralytics.engine.trainer as trainer_module
+    from ultralytics.utils import WEIGHTS_DIR
+
+    if not (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
+        trainer_module.check_amp = check_amp_offline
+
+
 @contextmanager
 def training_session(tensorboard: bool = True) -> Iterator[None]:
     """An offline-safe training run (font, AMP check) with optional TensorBoard logging."""

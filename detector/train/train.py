@@ -70,6 +70,9 @@ def _train(cfg: DictConfig) -> Path:
     else:
         model = build_model(cfg.model)
         args = train_args(cfg, data_yaml, run_dir)
+    # Multi-GPU (trainer.device=[0,1,...]): Ultralytics trains in fresh DDP processes that
+    # get the trainer's callbacks (pickled), not this process's patches: this re-applies them.
+    model.add_callback("on_pretrain_routine_start", offline.in_every_process)
     val_metrics = yolo_metrics(model.train(**args), names)  # best.pt on the val split
     trainer = model.trainer
     best = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)

@@ -1,0 +1,68 @@
+"""Scene files on disk: find the rasters under a folder and give each scene a unique name.
+
+One copy for every command that takes a folder of scenes (infer, evaluate, recalibrate,
+data): a folder means the scenes in it *and in its subfolders*, and a scene's outputs are
+named by its path under the folder, so ``2023/site.tif`` and ``2024/site.tif`` (a time
+series of one station) never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from detector.errors import DetectorError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+
+
+def find_rasters(folder: str | Path, pattern: str | None = None) -> list[Path]:
+    """Files under ``folder`` (recursively, sorted) that are rasters or match ``pattern``.
+
+    Hidden files and folders (temporary files, ours included) are never scenes.
+    """
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob(pattern or "*")
+                  if p.is_file() and (pattern or p.suffix.lower() in RASTER_SUFFIXES)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def scene_name(path: Path, root: Path | None) -> str:
+    """A file-name-safe name for a scene: its path under ``root`` without suffix.
+
+    ``site/2023/a.tif`` under ``site`` → ``2023__a``; a scene outside ``root`` (or with no
+    root) is named by its file stem.
+    """
+    path = Path(path)
+    rel = (path.relative_to(root).with_suffix("")
+           if root is not None and path.is_relative_to(root) else Path(path.stem))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "__".join(rel.parts))
+
+
+def common_folder(paths: Sequence[Path]) -> Path | None:
+    """The deepest folder holding every path (None for no paths or different drives)."""
+    try:
+        return Path(os.path.commonpath([Path(p).absolute().parent for p in paths]))
+    except ValueError:
+        return None
+
+
+def unique_names(paths: Sequence[Path], root: Path | None = None) -> list[str]:
+    """One distinct name per scene, by its path under ``root`` (default: their common folder).
+
+    Raises:
+        DetectorError: two scenes would get one name (e.g. ``a.tif`` and ``a.tiff``, or a
+            scene listed twice), so one's outputs would overwrite the other's.
+    """
+    base = Path(root).absolute() if root is not None else common_folder(paths)
+    names = [scene_name(Path(p).absolute(), base) for p in paths]
+    first: dict[str, Path] = {}
+    for path, name in zip(paths, names, strict=True):
+        if name in first:
+            raise DetectorError(
+                f"{first[name]} and {path}: both would write outputs named {name!r}; list each "
+                "scene once and give scenes in one folder distinct names")
+        first[name] = Path(path)
+    return names
