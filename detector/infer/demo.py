@@ -17,7 +17,10 @@ def cache_dir() -> Path:
 
 def demo_scene(seed: int = 0) -> Path:
     """Path of the cached demo scene (scene_000.tif), generating it on first use."""
-    folder = cache_dir() / f"demo_seed{seed}"
+    from detector.synth.scene import GENERATOR_VERSION
+
+    # Keyed on the generator version: a changed generator draws a new demo scene.
+    folder = cache_dir() / f"demo_seed{seed}_g{GENERATOR_VERSION}"
     scene = folder / "scene_000.tif"
     if scene.exists():
         return scene
