@@ -26,7 +26,7 @@ METHOD = "patch-features-ppca/1"
 NO_REFERENCE = ("the model card has no shift reference; recalibrate the model on labelled "
                 "scenes (python -m detector.train.recalibrate weights=... scenes=DIR) to "
                 "enable the alarm")
-NO_FEATURES = "no tile features from this model backend; shift not measured"
+NO_FEATURES = "no tile features from this model; shift not measured"
 _SD_FLOOR = 1e-3
 GRID = 4  # patches per tile side: more samples per tile than one global pool
 LAYER = 2  # the first feature block after the stem of Ultralytics YOLO v8/11/26 nets
@@ -77,6 +77,52 @@ def tile_features(net: Any, layer: int | None = None) -> Iterator[FeatureLog]:
         yield log
     finally:
         handle.remove()
+
+
+class FeatureTap:
+    """Wraps a non-torch runner (ONNX Runtime, OpenVINO) so the shift features still exist.
+
+    On every ``every``-th batch the torch net's layers up to ``layer`` (the stem and the first
+    block: a small share of the network's work) run on the same tiles, so the feature hook
+    fires as it would in a torch forward pass; the detections still come from ``runner``.
+    """
+
+    def __init__(self, runner: Any, net: Any, layer: int, every: int = 2):
+        self.runner, self.net, self.layer, self.every = runner, net, int(layer), max(1, every)
+        self.calls = 0
+        self.name = getattr(runner, "name", type(runner).__name__)
+
+    def __call__(self, images: np.ndarray) -> Any:
+        out = self.runner(images)
+        if self.calls % self.every == 0:
+            self._early_layers(images)
+        self.calls += 1
+        return out
+
+    def _early_layers(self, images: np.ndarray) -> None:
+        import torch
+
+        param = next(self.net.parameters())
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(param.device)
+        x = (x.to(param.dtype) / 255.0).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            for module in self.net.model[: self.layer + 1]:  # these layers chain one to one
+                x = module(x)
+
+
+@contextmanager
+def tapped(predictor: Any, net: Any, layer: int | None) -> Iterator[None]:
+    """Inside the block a non-torch ``predictor.runner`` also feeds the feature hook."""
+    runner = getattr(predictor, "runner", None)
+    if (runner is None or layer is None or net is None
+            or getattr(runner, "name", "torch") == "torch"):
+        yield
+        return
+    predictor.runner = FeatureTap(runner, net, layer)
+    try:
+        yield
+    finally:
+        predictor.runner = runner
 
 
 # -- reference and score ------------------------------------------------------------------

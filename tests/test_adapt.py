@@ -21,8 +21,8 @@ from detector.infer.outputs import write_detections
 from detector.infer.results import Detection
 from detector.labels import read_geojson, write_geojson
 from detector.raster import open_raster
+from tests.helpers import save_untrained
 from tests.test_data_build import CLASSES, chip_rows, data_cfg, make_scenes
-from tests.test_infer_model import save_untrained
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,22 +109,22 @@ def test_adapt_writes_a_bundle_whose_card_records_the_evidence(adapted, base):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # work folder removed
     card = read_card(result.weights)  # sha256 matches the written weights
     load_bundle(result.weights, "cpu")
-    info = card["adapted_from"]
-    assert info["base"]["sha256"] == read_card(base)["sha256"]
+    info = card.adapted_from
+    assert info["base"]["sha256"] == read_card(base).sha256
     assert [s["name"] for s in info["scenes"]] == ["scene_000", "scene_001", "scene_002"]
     assert info["budget_minutes"] == 0.2 and info["minutes"] > 0
     assert [f["model"] for f in info["fine_tunes"]] == ["fold 0", "fold 1", "final"]
     for side in ("before", "after"):
         assert info["held_out"][side]["scenes"] == 3
-    assert card["metrics"]["calibrated_on"]["cross_fitted"]
-    assert card["metrics"]["calibrated_on"]["scenes"] == 3
-    assert "shift" in card  # a reference, or None when the features cannot tell scenes apart
+    assert card.metrics["calibrated_on"]["cross_fitted"]
+    assert card.metrics["calibrated_on"]["scenes"] == 3
+    # card.shift: a reference, or None when the features cannot tell scenes apart
     assert "| adapted (cross-fitted) |" in result.table
 
 
 def test_no_scene_is_scored_or_calibrated_by_what_saw_it(adapted):
     result, _ = adapted
-    info = result.card["adapted_from"]
+    info = result.card.adapted_from
     folds = {s["name"]: s["fold"] for s in info["scenes"]}
     provenance = info["cross_fitting"]["provenance"]
     assert sorted(p["scene"] for p in provenance) == sorted(folds)

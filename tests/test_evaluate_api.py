@@ -205,7 +205,7 @@ def test_same_file_name_in_subfolders_gets_distinct_report_names(tmp_path, monke
     for year, n in (("2023", 3), ("2024", 5)):
         (tmp_path / "scenes" / year).mkdir(parents=True)
         make_scene(tmp_path / "scenes" / year, "site", n)
-    card = {"classes": CLASSES, "task": "obb", "operating_threshold": 0.5, "sha256": "x"}
+    card = default_card("obb", CLASSES, 128, operating_threshold=0.5, sha256="x")
     monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     monkeypatch.setattr(detector.infer, "run", _fake_run(missed=0, extra=0), raising=False)
     api.evaluate(_cfg(tmp_path, "plots=false"))

@@ -52,7 +52,9 @@ def calibrated(tmp_path_factory):
     """The bundled model recalibrated (shift reference included) on three in-style scenes."""
     root = tmp_path_factory.mktemp("shift")
     scenes = root / "scenes"
+    # One fixed look (classic), so "in style" is a narrow family the restyled copy leaves.
     write_scenes(compose("synth", [f"out={scenes}", "n_scenes=4", "seed=21", "size=[600,600]",
+                                   "appearance=classic",
                                    "vehicles.min=20", "vehicles.max=40",
                                    "vehicles.empty_prob=0"]))
     cal = root / "cal"
@@ -68,8 +70,13 @@ def calibrated(tmp_path_factory):
 
 
 def test_a_card_without_reference_gives_null_shift_with_a_note(calibrated, tmp_path):
-    _, scene, _ = calibrated
-    [res] = run(scene, out=tmp_path / "out", quicklook=False, progress=False)  # bundled card
+    weights, scene, _ = calibrated
+    bare = tmp_path / "bare.pt"  # the calibrated bundle with its shift reference removed
+    shutil.copy(weights, bare)
+    card = json.loads(weights.with_suffix(".json").read_text())
+    card.pop("shift", None)
+    bare.with_suffix(".json").write_text(json.dumps(card))
+    [res] = run(scene, bare, out=tmp_path / "out", quicklook=False, progress=False)
     counts = json.loads(res.outputs["counts"].read_text())
     assert counts["shift"] is None and "recalibrate" in counts["shift_note"]
     assert "SHIFT" not in format_table([res], list(counts["classes"]))
@@ -77,7 +84,7 @@ def test_a_card_without_reference_gives_null_shift_with_a_note(calibrated, tmp_p
 
 def test_recalibration_records_a_reference_and_off_style_scenes_alarm(calibrated, tmp_path):
     weights, in_style, root = calibrated
-    ref = read_card(weights)["shift"]
+    ref = read_card(weights).shift
     assert ref["reference"]["scenes"] == 3 and ref["threshold"] > 0
     off = _restyle(in_style, tmp_path / "restyled.tif")
     results = run([in_style, off], weights, out=tmp_path / "out", quicklook=False,

@@ -31,7 +31,7 @@ def test_gdal_cache_is_bounded_while_scenes_run_then_restored(tiny_scene, infer_
     before = get_gdal_config("GDAL_CACHEMAX")
     seen = []
 
-    def process_scene(scene, bundle, predictor, cfg):
+    def process_scene(scene, bundle, predictor, cfg, name=None):
         seen.append(get_gdal_config("GDAL_CACHEMAX"))
         return SceneResult(scene, True)
 

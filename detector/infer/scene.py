@@ -29,7 +29,7 @@ from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
 from detector.raster import check_bands, open_raster, scene_m_per_px, scene_stretch
-from detector.shift import shift_fields, tile_features
+from detector.shift import shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,10 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
         plan = plan_scene(src, path, bundle.card, cfg)
         imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
         # Shift alarm: one pooled backbone vector per tile, from a hook (nearly free).
-        with tile_features(getattr(bundle, "net", None),
-                           (bundle.card.shift or {}).get("layer")) as feats:
+        # Other backends run the first torch layers on every other batch for it (shift.py).
+        net = getattr(bundle, "net", None)
+        with tile_features(net, (bundle.card.shift or {}).get("layer")) as feats, \
+                tapped(predictor, net, feats.layer if bundle.card.shift else None):
             cands = detect_tiles(path, plan, predictor, imgsz, int(cfg.batch or _batch(bundle)),
                                  int(cfg.prefetch), bool(cfg.progress))
         if cands.tiles_read == 0:

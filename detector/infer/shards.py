@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import rasterio
 
@@ -80,6 +80,27 @@ def task_device(device: str, shard: int, n_gpus: int) -> str:
     return str(device)
 
 
+class _Dying:
+    """A predictor that kills its process once it has been given more than ``limit`` tiles;
+    everything else (backend name, runner) is the wrapped predictor's."""
+
+    def __init__(self, predictor: Any, limit: int):
+        self.__dict__.update(predictor=predictor, limit=limit, seen=0)
+
+    def __call__(self, images: Any) -> Any:
+        if self.seen + len(images) > self.limit:
+            log.error("%s=%s: killing this task mid-scene", FAIL_AFTER_TILES_ENV, self.limit)
+            os._exit(3)
+        self.__dict__["seen"] += len(images)
+        return self.predictor(images)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.predictor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.predictor, name, value)
+
+
 def fail_after_tiles(predictor: T) -> T:
     """``predictor``, killing the process after ``$DETECTOR_FAIL_AFTER_TILES`` tiles.
 
@@ -88,14 +109,4 @@ def fail_after_tiles(predictor: T) -> T:
     limit = os.environ.get(FAIL_AFTER_TILES_ENV)
     if not limit:
         return predictor
-    seen = 0
-
-    def dying(images):  # noqa: ANN001, ANN202 - same signature as the wrapped predictor
-        nonlocal seen
-        if seen + len(images) > int(limit):
-            log.error("%s=%s: killing this task mid-scene", FAIL_AFTER_TILES_ENV, limit)
-            os._exit(3)
-        seen += len(images)
-        return predictor(images)
-
-    return dying  # type: ignore[return-value]
+    return _Dying(predictor, int(limit))  # type: ignore[return-value]
