@@ -15,15 +15,14 @@ from detector.errors import DetectorError
 from detector.labels import read_geojson, to_pixel
 
 
-def load_aoi(path: str | Path, crs: CRS | None, transform: Affine, width: int, height: int
-             ) -> shapely.Geometry:
-    """The AOI polygon(s) in the scene's pixel coordinates, clipped to the scene.
+def aoi_pixels(path: str | Path, crs: CRS | None, transform: Affine) -> shapely.Geometry:
+    """The whole AOI polygon(s) in the scene's pixel coordinates (not clipped to the scene).
 
     The file's CRS (its ``crs`` member) is reprojected to the scene's; without one the file
     is taken to be in the scene CRS (pixel coordinates for a scene without CRS).
 
     Raises:
-        DetectorError: unreadable AOI, or one that does not overlap the scene.
+        DetectorError: a missing or unreadable AOI, or one without a polygon.
     """
     path = Path(path)
     if not path.is_file():
@@ -32,8 +31,17 @@ def load_aoi(path: str | Path, crs: CRS | None, transform: Affine, width: int, h
     if not polys:
         raise DetectorError(f"{path}: AOI has no polygon; draw the area of interest as a Polygon")
     pixel = to_pixel(polys, file_crs, crs, transform, path)
-    area = unary_union([Polygon(p.corners).buffer(0) for p in pixel])
-    clipped = area.intersection(box(0, 0, width, height))
+    return unary_union([Polygon(p.corners).buffer(0) for p in pixel])
+
+
+def load_aoi(path: str | Path, crs: CRS | None, transform: Affine, width: int, height: int
+             ) -> shapely.Geometry:
+    """The AOI polygon(s) in the scene's pixel coordinates, clipped to the scene.
+
+    Raises:
+        DetectorError: unreadable AOI, or one that does not overlap the scene.
+    """
+    clipped = aoi_pixels(path, crs, transform).intersection(box(0, 0, width, height))
     if clipped.is_empty or clipped.area <= 0:
         raise DetectorError(f"{path}: AOI does not overlap the scene; check the AOI's CRS "
                             "and that it outlines a place inside this scene")

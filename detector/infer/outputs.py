@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import numpy as np
 from rasterio.crs import CRS
 
-from detector.atomic import write_text
+from detector.atomic import write_csv, write_text
 from detector.infer.results import Detection, SceneResult
 from detector.labels import LabelledPolygon, read_geojson, write_geojson
 from detector.shift import alarm_message
@@ -107,11 +105,7 @@ def _ci(stats: dict[str, Any]) -> str:
 
 def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """``summary.csv``: the :func:`summary_rows` of a run, failed scenes with the reason."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    write_csv(path, rows)
 
 
 def format_table(results: Sequence[SceneResult], classes: Sequence[str]) -> str:

@@ -10,11 +10,9 @@ import shapely
 from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
-from shapely.geometry import Polygon, box
-from shapely.ops import unary_union
+from shapely.geometry import box
 
-from detector.errors import DetectorError
-from detector.labels import read_geojson, to_pixel
+from detector.infer import aoi as infer_aoi
 from detector.raster import open_raster, valid_mask
 
 _MAX_SIDE = 1024  # the share is measured on a grid at most this many cells a side
@@ -26,14 +24,7 @@ def aoi_pixels(aoi: str | Path, src: rasterio.DatasetReader) -> shapely.Geometry
     Raises:
         DetectorError: a missing or unreadable AOI, or one without a polygon.
     """
-    aoi = Path(aoi)
-    if not aoi.is_file():
-        raise DetectorError(f"{aoi}: AOI file not found; give a polygon GeoJSON with aoi=")
-    polys, file_crs = read_geojson(aoi)
-    if not polys:
-        raise DetectorError(f"{aoi}: AOI has no polygon; draw the area of interest as a Polygon")
-    pixel = to_pixel(polys, file_crs, src.crs, src.transform, aoi)
-    return unary_union([Polygon(p.corners).buffer(0) for p in pixel])
+    return infer_aoi.aoi_pixels(aoi, src.crs, src.transform)
 
 
 def imaged_share(src: rasterio.DatasetReader, area: shapely.Geometry,

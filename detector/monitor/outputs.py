@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
-from detector.atomic import write_text
+from detector.atomic import write_csv, write_text
 from detector.monitor.baseline import fmt_p
 
 COVERED = "covered_car"
@@ -55,15 +53,6 @@ def csv_rows(result: Any) -> list[dict[str, Any]]:
             "reason": v.reason if v else e.left_out})
         rows.append(row)
     return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows as CSV, atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
 
 
 def table_rows(result: Any) -> tuple[list[str], list[list[str]]]:
