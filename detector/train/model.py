@@ -9,16 +9,22 @@ from omegaconf import DictConfig
 import detector.train.offline  # noqa: F401  (sets YOLO_OFFLINE before ultralytics loads)
 from detector.bundle import BUNDLED_WEIGHTS, TASKS
 from detector.errors import DetectorError
+from detector.train import pretrained
 
 
 def resolve_init(init: str | None) -> Path | None:
     """The weights file ``model.init`` points to, or None for ``scratch``.
+
+    ``init`` is ``scratch``, ``bundled``, a pinned pretrained name such as
+    ``dota:yolo26n-obb`` (see :mod:`detector.train.pretrained`) or a path to a ``.pt``.
 
     Raises:
         DetectorError: the file does not exist (nothing is downloaded).
     """
     if init in (None, "", "scratch"):
         return None
+    if pretrained.is_pretrained_name(init):
+        return pretrained.resolve(str(init))
     path = BUNDLED_WEIGHTS if init == "bundled" else Path(str(init)).expanduser()
     if not path.is_file():
         raise DetectorError(

@@ -24,6 +24,7 @@ from detector.train import offline  # sets YOLO_OFFLINE before ultralytics loads
 from detector.train.augment import build_augmentations, ultralytics_hyp
 from detector.train.calibrate import calibrate, collect_candidates
 from detector.train.card import build_card, chip_size, model_m_per_px, yolo_metrics
+from detector.train import pretrained
 from detector.train.model import build_model, resolve_init
 from detector.validation import check_config
 
@@ -127,6 +128,8 @@ def init_provenance(init: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
     out: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
+    if pretrained.is_pretrained_name(init):
+        out.update(pretrained.provenance(str(init)))
     card_file = path.with_suffix(".json")
     if card_file.is_file():
         card = json.loads(card_file.read_text())
