@@ -134,6 +134,7 @@ RULES: dict[str, dict[str, Rule]] = {
               "quicklook_inset_m": between(0, None, open_lo=True),
               **prefixed("tiling", TILING), **prefixed("merge", MERGE)},
     "evaluate": {"iou": UNIT_OPEN, "min_inside": UNIT,
+                 "class_agnostic": one_of("auto", True, False),
                  "geometry": one_of("auto", "rotated", "axis_aligned"),
                  "plots": boolean(), "quicklook": boolean(), "infer": mapping("infer")},
     "train": {**prefixed("data", DATA), **prefixed("calibration", CALIBRATION),

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the bundled default model detector/assets/railcar_obb.pt + railcar_obb.json:
-#   1. experiment=synthetic_randomised: 160 domain-randomised synthetic yards (1024 px at
-#      0.5 m/px, hard negatives, 12% empty yards), yolo11n-obb warm-started from the current
-#      bundled model, training capped at HOURS (1.6 on a 2-core CPU);
+#   0. the pretrained start: `python -m detector.train.pretrained fetch` (once; sha256-pinned);
+#   1. experiment=EXPERIMENT (default bundled_v03): 200 domain-randomised synthetic yards
+#      (1024 px at 0.5 m/px, dense strings, hard negatives, 10% empty yards), fine-tuned
+#      from Ultralytics' DOTA-pretrained yolo26n-obb, training capped at HOURS (2 on a
+#      2-core CPU);
 #   2. recalibration on 24 freshly generated scenes of the same settings never used in
 #      training (whole scenes through the real tiled inference), which also refits the
 #      per-scene dispersion of the counts;
@@ -22,21 +24,23 @@ calib="$run/calibration_scenes"
 assets="detector/assets"
 start=$(date +%s)
 
+experiment="${EXPERIMENT:-bundled_v03}"
 if [[ ! -f "$run/railcar_obb.json" ]]; then
+    python -m detector.train.pretrained fetch
     resume=()
     last="$run/ultralytics/weights/last.pt"
     [[ -f "$last" ]] && resume=("trainer.resume=$last")
-    python -m detector.train experiment=synthetic_randomised trainer.time="${HOURS:-1.6}" \
+    python -m detector.train experiment="$experiment" trainer.time="${HOURS:-2}" \
         hydra.run.dir="$run" "${resume[@]}" "$@"
 fi
 
 # Calibration scenes: the experiment's scene settings, other seeds (made once, then reused).
-python - "$calib" <<'PY'
+python - "$calib" "$experiment" <<'PY'
 import sys
 
 from detector.evaluate.experiments import make_scenes, training_scene_settings
 
-make_scenes(sys.argv[1], 24, 5000, training_scene_settings())
+make_scenes(sys.argv[1], 24, 5000, {**training_scene_settings(sys.argv[2]), "jobs": 1})
 PY
 python -m detector.train.recalibrate weights="$run/railcar_obb.pt" scenes="$calib"
 

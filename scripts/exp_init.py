@@ -10,7 +10,7 @@ the same way:
   vivid colours) and empty yards with look-alikes;
 - the real north scene ``../shared/real/muttenz_north.tif`` (one real scene, 78 cars):
   class-agnostic recall and precision at oriented IoU >= 0.3, and the vehicle count with its
-  95% interval (``detector.evaluate`` with ``match.class_agnostic=true``).
+  95% interval (``detector.evaluate`` with ``class_agnostic=true iou=0.3``).
 
 Training speed is reported as chips per second over the arm's training (a shared CPU makes
 wall-clock a rough guide only; arms are compared at equal epochs, never equal time).
@@ -101,12 +101,12 @@ def score_real(bundle: Path, real: Path, out: Path) -> dict[str, Any]:
     """Class-agnostic detection and count figures of ``bundle`` on the real scene."""
     from detector.evaluate.experiments import evaluate_condition
 
-    report = evaluate_condition(real, bundle, out, settings=["match.class_agnostic=true",
-                                                            "match.iou=0.3"])
+    report = evaluate_condition(real, bundle, out, settings=["class_agnostic=true", "iou=0.3"])
     agn = report["class_agnostic"]
+    scene = agn["scenes"][0]
     return {"real_recall": agn["recall"], "real_precision": agn["precision"],
-            "real_AP50": agn["AP"], "real_truth": agn["truth"], "real_count": agn["count"],
-            "real_expected": agn["expected"], "real_ci95": agn["ci95"]}
+            "real_AP50": agn["AP50"], "real_truth": agn["truth"], "real_count": scene["count"],
+            "real_expected": scene["expected"], "real_ci95": scene["ci95"]}
 
 
 def score(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -11,10 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from detector.bundle import ModelCard, read_card, resolve_weights
 from detector.errors import DetectorError
+from detector.evaluate.agnostic import agnostic_report, label_classes_known
 from detector.evaluate.plots import write_plots
 from detector.evaluate.report import write_report
 from detector.evaluate.scenes import find_scenes, load_scene, scene_aoi
 from detector.evaluate.scoring import SceneEval, build_report
+from detector.labels import read_geojson
 from detector.scene_files import unique_names
 from detector.validation import check_config
 
@@ -53,6 +55,23 @@ def infer_overrides(cfg: DictConfig, out: Path) -> dict[str, Any]:
             "aoi": cfg.aoi, **extra}
 
 
+def class_agnostic_mode(setting: Any, pairs: list[tuple[Path, Path]],
+                        classes: list[str]) -> list[str] | None:
+    """The label classes when scoring is class-agnostic, else None.
+
+    ``setting`` is ``auto`` (agnostic when some label class is not one of the model's
+    ``classes``), true or false (class-aware: unknown label classes are an error).
+    """
+    if setting is False:
+        return None
+    found = sorted({p.cls for _, labels in pairs for p in read_geojson(labels)[0]})
+    if setting is True or not label_classes_known(found, classes):
+        log.info("scoring class-agnostically: label classes %s, model classes %s",
+                 found, classes)
+        return found or list(classes)
+    return None
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a model on labelled scenes; write report.json, report.md and plots to cfg.out.
 
@@ -81,8 +100,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if geometry not in GEOMETRIES:
         raise DetectorError(f"geometry={cfg.geometry}: unknown; use auto, "
                             + " or ".join(GEOMETRIES))
+    agnostic = class_agnostic_mode(cfg.class_agnostic, pairs, classes)
     # Read every label file first: a bad one fails the run before any inference.
-    scenes = [load_scene(image, labels, classes) for image, labels in pairs]
+    scenes = [load_scene(image, labels, agnostic or classes) for image, labels in pairs]
     results = {Path(r.scene).resolve(): r
                for r in run([str(s.image) for s in scenes], weights=str(weights), **overrides)}
     evals, failed = [], []
@@ -100,15 +120,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise DetectorError(f"{pairs[0][0].parent}: inference failed on every scene "
                             f"({failed[0]['error'] if failed else 'no scenes'}); fix the first "
                             "error above and rerun")
-    report = build_report(evals, classes, card.operating_threshold, cfg.iou,
-                          list(cfg.iou_thresholds), cfg.min_inside,
-                          axis_aligned=geometry == "axis_aligned",
-                          not_wagons=list(card.not_wagons))
+    axis_aligned = geometry == "axis_aligned"
+    if agnostic:
+        report = {"n_scenes": len(evals), "label_classes": agnostic,
+                  "class_agnostic": agnostic_report(evals, card, cfg.iou, cfg.min_inside,
+                                                    axis_aligned)}
+    else:
+        report = build_report(evals, classes, card.operating_threshold, cfg.iou,
+                              list(cfg.iou_thresholds), cfg.min_inside,
+                              axis_aligned=axis_aligned, not_wagons=list(card.not_wagons))
     report = {"source": str(cfg.source or pairs[0][0]),
               "model": {"path": str(weights), "sha256": card.sha256,
                         "task": card.task, "m_per_px": card.m_per_px},
               **report, "failed": failed}
-    if cfg.plots:
+    if cfg.plots and not agnostic:
         report["plots"] = write_plots(report, out)
     paths = write_report(report, out)
     log.info("wrote %s and %s", paths["md"], paths["json"])

@@ -52,6 +52,8 @@ def _threshold(value: Any) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables."""
+    if "class_agnostic" in report:
+        return _agnostic_markdown(report)
     det, cnt = report["detection"], report["counting"]
     parts = [f"# Evaluation report\n\n{report['n_scenes']} scene(s); model "
              f"`{report.get('model', {}).get('path', '?')}`; matching: "
@@ -105,6 +107,25 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _agnostic_markdown(report: dict[str, Any]) -> str:
+    """A class-agnostic report (labels of one class the model lacks) as Markdown."""
+    agn = report["class_agnostic"]
+    parts = [f"# Evaluation report (class-agnostic)\n\n{report['n_scenes']} scene(s); model "
+             f"`{report['model']['path']}`; label classes {report['label_classes']} scored as "
+             f"one class against every model class; oriented IoU ≥ {agn['iou']}; P/R at the "
+             "card's operating thresholds; counts are all vehicles (wagons and locomotives).\n",
+             table(["truth", "AP50", "precision", "recall", "F1", "TP", "FP", "FN"],
+                   [[agn["truth"], agn["AP50"], agn["precision"], agn["recall"], agn["f1"],
+                     agn["tp"], agn["fp"], agn["fn"]]]),
+             "\n## Scenes\n",
+             table(["scene", "truth", "count", "expected", "95% interval", "covered", "TP",
+                    "FP"],
+                   [[r["scene"], r["truth"], r["count"], r["expected"],
+                     "[{}, {}]".format(*r["ci95"]), r["covered"], r["tp"], r["fp"]]
+                    for r in agn["scenes"]])]
+    return "\n".join(parts) + "\n"
+
+
 def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``report.json`` and ``report.md`` into ``out`` (atomically each)."""
     out = Path(out)
@@ -116,6 +137,10 @@ def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The headline figures as a few printable lines."""
+    if "class_agnostic" in report:
+        from detector.evaluate.agnostic import summary_lines as agnostic_lines
+
+        return agnostic_lines(report["class_agnostic"])
     det, wagons = report["detection"], report["counting"]["wagons"]
     cov = report["confusion"].get("covered_vs_others") or {}
     lines = [

@@ -26,6 +26,7 @@ from detector.bundle import DEFAULT_NOT_WAGONS, threshold_for
 
 _MIN_RECALL = 0.05  # below this the interval is meaningless anyway
 WAGONS = "wagons"  # key of the all-wagon total in dispersion maps
+VEHICLES = "vehicles"  # key of the all-class total (wagons and locomotives) in dispersion maps
 _RECALL_QUANTILES = 9  # points of the recall's posterior the pmf is averaged over
 _TAIL = 1e-15  # mass a cut may drop from each end of a pmf
 _LGAMMA_BLOCK = 256  # integers per exact anchor of the log-gamma recursion

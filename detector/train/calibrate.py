@@ -324,19 +324,27 @@ def recall_counts(cands: MatchedCandidates, names: Sequence[str]) -> dict[str, l
 
 def dispersion(cands: MatchedCandidates, names: Sequence[str], maps: dict[str, dict[str, Any]],
                evidence: dict[str, list[int]], not_wagons: Sequence[str]) -> dict[str, float]:
-    """Variance ratio of per-scene counts vs their Poisson-binomial model, per class and wagons.
+    """Variance ratio of per-scene counts vs their Poisson-binomial model, per class, for
+    wagons and for all vehicles (every class: what class-agnostic evaluation counts).
 
     Only meaningful when each image is a whole scene (scene-level calibration): within a
     scene, detections share its haze, sun and density, so their errors are correlated and
     the independent-detection interval is too narrow by this factor.
     """
-    from detector.infer.counting import WAGONS, class_summary, convolve_pmfs, dispersion_ratio
+    from detector.infer.counting import (
+        VEHICLES,
+        WAGONS,
+        class_summary,
+        convolve_pmfs,
+        dispersion_ratio,
+    )
 
     images = sorted(cands.truth_per_image)
-    pmfs: dict[str, list[np.ndarray]] = {name: [] for name in [*names, WAGONS]}
+    pmfs: dict[str, list[np.ndarray]] = {name: [] for name in [*names, WAGONS, VEHICLES]}
     truth: dict[str, list[int]] = {name: [] for name in pmfs}
     for k in images:
         wagon_pmf, wagon_truth = np.ones(1), 0
+        all_pmf, all_truth = np.ones(1), 0
         for c, name in enumerate(names):
             sel = (cands.image == k) & (cands.classes == c)
             p = calibration.apply(maps.get(name), cands.scores[sel])
@@ -344,10 +352,13 @@ def dispersion(cands: MatchedCandidates, names: Sequence[str], maps: dict[str, d
             n = int(cands.truth_per_image[k][c])
             pmfs[name].append(pmf)
             truth[name].append(n)
+            all_pmf, all_truth = convolve_pmfs(all_pmf, pmf), all_truth + n
             if name not in not_wagons:
                 wagon_pmf, wagon_truth = convolve_pmfs(wagon_pmf, pmf), wagon_truth + n
         pmfs[WAGONS].append(wagon_pmf)
         truth[WAGONS].append(wagon_truth)
+        pmfs[VEHICLES].append(all_pmf)
+        truth[VEHICLES].append(all_truth)
     return {name: round(dispersion_ratio(truth[name], pmfs[name]), 3) for name in pmfs}
 
 
