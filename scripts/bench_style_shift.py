@@ -34,6 +34,7 @@ import numpy as np
 from detector.atomic import sha256_file, write_text
 from detector.errors import guarded
 from detector.evaluate.experiments import (
+    BUNDLED_EXPERIMENT,
     evaluate_condition,
     format_table,
     headline,
@@ -72,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(empty yards are always 2000 px = 1 km2 at 0.5 m/px)")
     parser.add_argument("--seed", type=int, default=8100,
                         help="base seed; family i uses seed + 100 * i")
+    parser.add_argument("--experiment", default=BUNDLED_EXPERIMENT,
+                        help="training experiment whose scene settings the families build on")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_style_shift"))
     return parser.parse_args(argv)
 
@@ -149,7 +152,7 @@ def plot(path: Path, rows: list[dict[str, Any]], models: list[str]) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     models = dict(m.split("=", 1) for m in args.models)
-    base = training_scene_settings()
+    base = training_scene_settings(args.experiment)
     rows: list[dict[str, Any]] = []
     for name in args.families:
         seed = args.seed + 100 * list(FAMILIES).index(name)

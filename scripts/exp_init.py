@@ -83,17 +83,19 @@ def train_arm(name: str, args: argparse.Namespace) -> Path:
     return bundle
 
 
-def chips_per_second(run: Path, epochs: int) -> float | None:
+def chips_per_second(run: Path) -> float | None:
     """Training chips per second over the arm's epochs (Ultralytics results.csv times)."""
     import csv
 
+    from detector.data.yolo import dataset_split_images
+
     results = run / "ultralytics" / "results.csv"
-    dataset = json.loads((run / "railcar_obb.json").read_text())["dataset"]
-    n_train = dataset.get("counts", {}).get("train", {}).get("chips") if dataset else None
+    data_yaml = json.loads((run / "railcar_obb.json").read_text())["dataset"]["data_yaml"]
+    n_train = len(dataset_split_images(Path(data_yaml), "train"))
     if not results.is_file() or not n_train:
         return None
     rows = list(csv.DictReader(results.open()))
-    seconds = float(rows[-1]["time"]) if rows and "time" in rows[0] else None
+    seconds = float(rows[-1]["time"]) if rows else None
     return round(n_train * len(rows) / seconds, 2) if seconds else None
 
 
@@ -115,24 +117,28 @@ def score(args: argparse.Namespace) -> list[dict[str, Any]]:
     from detector.evaluate.experiments import format_table, save_results
 
     bundles = {name: args.out / name / "railcar_obb.pt" for name in args.arms}
-    bss.main(["--models", *[f"{k}={v}" for k, v in bundles.items()],
-              "--families", *bss.HELD_OUT, "empty_yard",
-              "--scenes", str(args.style_scenes), "--out", str(args.out / "style_shift")])
-    style = json.loads((args.out / "style_shift" / "style_shift.json").read_text())
+    style = bss.main(["--models", *[f"{k}={v}" for k, v in bundles.items()],
+                      "--families", *bss.HELD_OUT, "empty_yard", "--experiment",
+                      "synthetic_randomised", "--scenes", str(args.style_scenes),
+                      "--out", str(args.out / "style_shift")])
     rows = []
     for name, bundle in bundles.items():
         card = json.loads(bundle.with_suffix(".json").read_text())
         test = card["metrics"].get("test", {})
         row: dict[str, Any] = {"arm": name, "init": card["training"]["init"],
                                "epochs": card["training"]["epochs_run"],
-                               "chips_per_s": chips_per_second(args.out / name, args.epochs),
+                               "chips_per_s": chips_per_second(args.out / name),
                                "test_mAP50": test.get("mAP50")}
-        row.update(bss.pooled_row(style, name))
+        held = next(r for r in style if r["model"] == name and "pooled" in r["family"])
+        empty = next(r for r in style if r["model"] == name and r["family"] == "empty_yard")
+        row.update({"heldout_mape": held["wagon_mape"], "heldout_coverage": held["coverage"],
+                    "false_wagons_per_km2": empty["false_wagons"]})
         row.update(score_real(bundle, args.real, args.out / name / "real"))
         rows.append(row)
-    columns = list(rows[0])
-    save_results(args.out, "exp_init", rows, columns)
-    print(format_table(rows, columns))
+    save_results(args.out, "exp_init", rows,
+                 {"experiment": "exp_init", "args": {**vars(args), "out": str(args.out)},
+                  "arms": {name: ARMS[name] for name in args.arms}})
+    print(format_table(rows, list(rows[0])))
     return rows
 
 
