@@ -117,7 +117,9 @@ def check_bands(src: rasterio.DatasetReader, bands: list[int], path: str | Path)
     if missing:
         raise DetectorError(
             f"{path}: has {src.count} band(s) but bands={list(bands)} were asked for; "
-            f"set {band_map_hint(src.count)} (or other bands from 1 to {src.count})")
+            f"set {band_map_hint(src.count)}"
+            + (" (its one band, read as grey)" if src.count == 1
+               else f" (or other bands from 1 to {src.count})"))
 
 
 # WGS 84 (NIMA TR8350.2). Other datums' ellipsoids differ from it by under 1e-4 in the

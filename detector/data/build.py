@@ -35,7 +35,7 @@ from detector.raster import (
     check_bands,
     open_raster,
     read_image,
-    scene_m_per_px,
+    scene_resolution,
     scene_stretch,
 )
 from detector.validation import RULES, check_values
@@ -116,7 +116,12 @@ def plan_chipping(scene: Scene, settings: dict[str, Any]) -> tuple[ScenePlan | N
     problems: list[str] = []
     with open_raster(scene.image) as src:
         check_bands(src, list(norm["bands"]), scene.image)
-        source_mpp = settings.get("source_m_per_px") or scene_m_per_px(src)
+        res = None if settings.get("source_m_per_px") else scene_resolution(src)
+        source_mpp = settings.get("source_m_per_px") or (res.mean if res else None)
+        if res is not None and max(res.x, res.y) > 1.02 * min(res.x, res.y):
+            log.warning("%s: pixels are %.3g x %.3g m on the ground; chips are read square at "
+                        "%.3g m/px, so cars are stretched by %.0f%% along one axis", scene.image,
+                        res.x, res.y, res.mean, 100 * (max(res.x, res.y) / res.mean - 1))
         if source_mpp is None:
             log.warning("%s: no CRS; taking its pixels to be %s m (set data.source_m_per_px)",
                         scene.image, settings["m_per_px"])
