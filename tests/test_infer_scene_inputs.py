@@ -362,3 +362,16 @@ def test_export_cache_is_named_after_the_size_exported(tmp_path, monkeypatch,
     assert info["imgsz"] == 128
     assert backends.export_model(bundle, "openvino", 128, 2) == path  # cached, not redone
     assert asked == [128]
+
+
+def test_tiling_the_model_cannot_take_is_refused_at_start_up(yard, tmp_path):
+    from detector.errors import DetectorError
+    from detector.infer.api import config, run_config
+
+    scene, _, _ = yard
+    cfg = config(scene, None, out=str(tmp_path / "o"), progress=False,
+                 **{"tiling.tile_px": 64})  # 32 m tiles, 24 m overlap
+    with pytest.raises(DetectorError, match=r"^tiling.overlap_m=24 is more than half a tile "
+                                            r"\(32 m = 64 px"):
+        run_config(cfg, fake_bundle(), fake_predictor)
+    assert not (tmp_path / "o").exists()  # nothing written

@@ -82,6 +82,24 @@ class Candidates:
                           self.tile[keep], self.tiles_read, self.valid_px)
 
 
+def check_tiling(cfg: DictConfig, card: ModelCard) -> None:
+    """Check the tiling config against the model before any scene is read.
+
+    A tile spans ``tiling.tile_px`` × the model's m/px on the ground whatever the scene, so
+    an overlap of more than half of that can never work.
+
+    Raises:
+        DetectorError: one line naming ``tiling.overlap_m`` and ``tiling.tile_px``.
+    """
+    imgsz = int(cfg.tiling.get("tile_px") or card.imgsz)
+    ground = imgsz * card.m_per_px
+    if 2 * float(cfg.tiling.overlap_m) > ground:
+        raise DetectorError(
+            f"tiling.overlap_m={cfg.tiling.overlap_m} is more than half a tile ({ground:g} m = "
+            f"{imgsz} px at the model's {card.m_per_px:g} m/px); lower it or raise "
+            "tiling.tile_px")
+
+
 def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: DictConfig
                ) -> Plan:
     """Resolution, stretch and tile grid for one open scene (no pixel data decoded yet).
