@@ -171,7 +171,7 @@ def metres_per_degree(lat_deg: float) -> tuple[float, float]:
     Manual*, USGS Professional Paper 1395, ch. 4): in the prime vertical
     ``N = a / sqrt(1 - e² sin² φ)`` and in the meridian ``M = a (1 - e²) / (1 - e² sin² φ)^1.5``;
     a degree of longitude spans ``π/180 · N cos φ`` and a degree of latitude ``π/180 · M``
-    (111.7 km and 55.8 km per degree of latitude and longitude at 60°N).
+    (at 60°N: 111.4 km per degree of latitude, 55.8 km per degree of longitude).
     """
     phi = math.radians(lat_deg)
     w = 1 - _WGS84_E2 * math.sin(phi) ** 2

@@ -90,7 +90,7 @@ def test_ground_resolution_is_the_length_of_each_pixel_step(transform, crs, expe
 
 def test_geographic_and_web_mercator_scenes_are_measured_on_the_ground():
     east, north = metres_per_degree(60.0)
-    # one degree of latitude is 111.4 km at 60°N, one of longitude half of 111.7 km
+    # at 60°N a degree of latitude is 111.4 km, one of longitude 55.8 km (cos 60° of 111.6)
     assert north == pytest.approx(111_412, abs=2) and east == pytest.approx(55_800, abs=2)
     deg = Affine(0.5 / east, 0, 10.0, 0, -0.5 / north, 60.0 + H / 2 * 0.5 / north)
     res = ground_resolution(deg, CRS.from_epsg(4326), W, H)
