@@ -16,7 +16,9 @@ trained with it) or ``none`` (values clipped to 0–255: for 8-bit scenes prepar
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ from rasterio.windows import Window
 
 from detector.atomic import atomic_path
 from detector.errors import DetectorError
+from detector.geometry import apply_affine
+
+log = logging.getLogger(__name__)
 
 DEFAULT_NORMALIZATION: dict[str, Any] = {
     "bands": [1, 2, 3],
@@ -41,7 +46,6 @@ NORMALIZATION_METHODS = ("joint_percentile", "percentile", "none")
 # Enough for one tile row of strips of a non-tiled GeoTIFF, small against the scene.
 GDAL_CACHE_BYTES = 256 * 2**20
 _STATS_MAX_SIDE = 1024
-_EARTH_RADIUS_M = 6_371_008.8
 
 
 def check_normalization(spec: Any) -> dict[str, Any]:
@@ -94,35 +98,268 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
             "give a GeoTIFF or another GDAL-readable image") from err
 
 
+def band_map_hint(count: int) -> str:
+    """A band map a scene of ``count`` bands can take, as ``bands=[...]``.
+
+    Three bands or more: the first three (RGB order in most products); fewer: band 1 read as
+    grey (a panchromatic scene), which the model takes as three equal bands.
+    """
+    return "bands=[1,2,3]" if count >= 3 else "bands=[1]"
+
+
 def check_bands(src: rasterio.DatasetReader, bands: list[int], path: str | Path) -> None:
-    """Raise if the scene lacks one of the 1-based ``bands``."""
+    """Raise if the scene lacks one of the 1-based ``bands``.
+
+    Raises:
+        DetectorError: naming the scene's band count and a band map it has.
+    """
     missing = [b for b in bands if b < 1 or b > src.count]
     if missing:
         raise DetectorError(
-            f"{path}: has {src.count} band(s) but bands {list(bands)} were asked for; "
-            "set the band map (e.g. bands=[1,2,3]) to bands the scene has")
+            f"{path}: has {src.count} band(s) but bands={list(bands)} were asked for; "
+            f"set {band_map_hint(src.count)}"
+            + (" (its one band, read as grey)" if src.count == 1
+               else f" (or other bands from 1 to {src.count})"))
+
+
+# WGS 84 (NIMA TR8350.2). Other datums' ellipsoids differ from it by under 1e-4 in the
+# lengths below, far less than matters for a resampling ratio.
+_WGS84_A = 6_378_137.0
+_WGS84_E2 = (2 - 1 / 298.257223563) / 298.257223563  # first eccentricity squared, f(2 - f)
+# Map units of a projected CRS are taken as ground metres (the usual ground sampling distance:
+# UTM's scale stays within 0.1% of 1) unless the projection's scale at the scene differs
+# from 1 by more than this, as Web Mercator's 1/cos(lat) does (2 at 60°N).
+PROJECTION_SCALE_TOLERANCE = 0.01
+_GEODESIC_STEP_PX = 64  # pixel step over which a projection's local scale is measured
+
+
+@dataclass(frozen=True)
+class GroundResolution:
+    """Ground size of a scene's pixels in metres, along each image axis.
+
+    Attributes:
+        x: ground length of one step along a row (to the next column), m.
+        y: ground length of one step down a column (to the next row), m.
+        pixel_area: ground area of one pixel, m² (``x * y`` times the sine of the angle
+            between the two steps: less than ``x * y`` when the geotransform is sheared).
+    """
+
+    x: float
+    y: float
+    pixel_area: float
+
+    @property
+    def mean(self) -> float:
+        """Side of a square pixel of the same area, m (the single m/px reported)."""
+        return math.sqrt(self.pixel_area)
+
+    @property
+    def coarsest(self) -> float:
+        """The coarser of the two axes, m/px (what limits the detail a scene holds)."""
+        return max(self.x, self.y)
+
+    @classmethod
+    def square(cls, m_per_px: float) -> GroundResolution:
+        """Square pixels of ``m_per_px`` (a resolution given by the user)."""
+        return cls(float(m_per_px), float(m_per_px), float(m_per_px) ** 2)
+
+
+def metres_per_degree(lat_deg: float) -> tuple[float, float]:
+    """Metres per degree of longitude and of latitude at latitude ``lat_deg`` (WGS 84).
+
+    From the ellipsoid's radii of curvature (Snyder 1987, *Map Projections: A Working
+    Manual*, USGS Professional Paper 1395, ch. 4): in the prime vertical
+    ``N = a / sqrt(1 - e² sin² φ)`` and in the meridian ``M = a (1 - e²) / (1 - e² sin² φ)^1.5``;
+    a degree of longitude spans ``π/180 · N cos φ`` and a degree of latitude ``π/180 · M``
+    (at 60°N: 111.4 km per degree of latitude, 55.8 km per degree of longitude).
+    """
+    phi = math.radians(lat_deg)
+    w = 1 - _WGS84_E2 * math.sin(phi) ** 2
+    n, m = _WGS84_A / math.sqrt(w), _WGS84_A * (1 - _WGS84_E2) / w ** 1.5
+    return math.pi / 180 * n * math.cos(phi), math.pi / 180 * m
+
+
+def _degree_steps_to_metres(steps: np.ndarray, lat_deg: float) -> np.ndarray:
+    """(2, 2) steps in (lon, lat) degrees → (east, north) metres at ``lat_deg``."""
+    steps = np.array(steps, dtype=float)
+    steps[:, 0] = (steps[:, 0] + 180) % 360 - 180  # a step across the antimeridian
+    east, north = metres_per_degree(lat_deg)
+    return steps * [east, north]
+
+
+def _geodesic_steps(transform: Affine, crs: Any, width: int, height: int
+                    ) -> np.ndarray | None:
+    """Ground (east, north) metres of one column step and one row step at the scene centre,
+    through the CRS's longitude/latitude; None when the CRS cannot be transformed."""
+    from rasterio.warp import transform as warp
+
+    k = _GEODESIC_STEP_PX
+    cx, cy = width / 2, height / 2
+    xy = apply_affine(np.array([(cx, cy), (cx + k, cy), (cx, cy + k)]), transform)
+    try:
+        lon, lat = warp(crs, "EPSG:4326", xy[:, 0].tolist(), xy[:, 1].tolist())
+    except Exception:  # noqa: BLE001 - GDAL raises several types for CRSs it cannot relate
+        return None
+    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        return None
+    steps = np.column_stack([lon[1:] - lon[0], lat[1:] - lat[0]]) / k
+    return _degree_steps_to_metres(steps, float(lat[0]))
+
+
+def ground_resolution(transform: Affine, crs: Any, width: int, height: int
+                      ) -> GroundResolution | None:
+    """Ground size of the pixels of a raster with ``transform`` in ``crs``; None without CRS.
+
+    The one place a scene's metres per pixel come from. One pixel step along each image axis
+    is a column vector of the geotransform, ``(a, d)`` for the next column and ``(b, e)`` for
+    the next row; its length is the ground size along that axis, so rotated, sheared,
+    flipped and non-square pixels all come out right (a north-up ``|a|`` would take a grid
+    rotated by 30° at 0.5 m for 0.433 m, and one rotated by 90° for 0 m). Map units: a
+    projected CRS's linear unit (feet too); a geographic CRS's degrees are converted at the
+    scene centre's latitude with :func:`metres_per_degree` (cos φ shortens longitude); a
+    projection whose scale there departs from 1 by more than
+    :data:`PROJECTION_SCALE_TOLERANCE` (Web Mercator away from the equator) is measured on
+    the ground the same way.
+
+    Raises:
+        ValueError: a degenerate geotransform (zero-length or collinear pixel steps).
+    """
+    if crs is None:
+        return None
+    steps = np.array([[transform.a, transform.d], [transform.b, transform.e]], dtype=float)
+    if crs.is_geographic:
+        centre = apply_affine(np.array([width / 2, height / 2]), transform)
+        metres = _degree_steps_to_metres(steps, float(np.clip(centre[1], -90, 90)))
+    else:
+        try:
+            factor = crs.linear_units_factor[1]
+        except Exception:  # noqa: BLE001 - a CRS without a linear unit: take metres
+            factor = 1.0
+        metres = steps * float(factor or 1.0)
+        ground = _geodesic_steps(transform, crs, width, height)
+        if ground is not None:
+            nominal, true = np.hypot(*metres.T), np.hypot(*ground.T)
+            if (np.abs(nominal / np.maximum(true, 1e-12) - 1) > PROJECTION_SCALE_TOLERANCE).any():
+                metres = ground
+    x, y = (float(v) for v in np.hypot(metres[:, 0], metres[:, 1]))
+    area = abs(float(metres[0, 0] * metres[1, 1] - metres[0, 1] * metres[1, 0]))
+    if not all(math.isfinite(v) and v > 0 for v in (x, y, area)):
+        raise ValueError(f"geotransform {tuple(transform)[:6]} has no pixel area (zero-length "
+                         "or parallel pixel steps)")
+    return GroundResolution(x, y, area)
+
+
+def scene_resolution(src: rasterio.DatasetReader) -> GroundResolution | None:
+    """:func:`ground_resolution` of an open scene; None when it has no CRS.
+
+    Raises:
+        DetectorError: a degenerate geotransform, naming the file.
+    """
+    try:
+        return ground_resolution(src.transform, src.crs, src.width, src.height)
+    except ValueError as err:
+        raise DetectorError(f"{src.name}: {err}; fix the scene's georeferencing, or drop its "
+                            "CRS and pass m_per_px=") from err
 
 
 def scene_m_per_px(src: rasterio.DatasetReader) -> float | None:
-    """Ground sampling distance in metres per pixel, or None when the scene has no CRS."""
-    if src.crs is None:
+    """Metres per pixel of an open scene (equal-area square side), or None without a CRS."""
+    res = scene_resolution(src)
+    return None if res is None else res.mean
+
+
+# How much coarser than the model's a scene may be. A wagon body is about 14 m x 3 m: 28 x 6
+# px at the bundled model's 0.5 m/px. At 1.5x coarser (0.75 m) it is 4 px wide and the model
+# sees upsampled, blurred cars (README experiment 3: mAP50 0.61 -> 0.39 at 0.8 m): warn.
+# At 3x (1.5 m) it is 2 px wide and the 1-2 m gap between coupled wagons is under a pixel,
+# so a string of wagons is one blob whose cars cannot be told apart: refuse beyond that.
+COARSER_WARN = 1.5
+COARSER_REFUSE = 3.0
+
+
+def check_resolution(res: GroundResolution, model_m_per_px: float, path: str | Path) -> None:
+    """Refuse a scene too coarse for the model; warn when it is coarse enough to hurt.
+
+    The limits are factors of the model's m/px on the scene's coarser axis:
+    :data:`COARSER_WARN` (1.5: a wagon 4 px wide where the model learnt 6) and
+    :data:`COARSER_REFUSE` (3: 2 px wide, coupled wagons merge into one blob). Finer scenes
+    are read down to the model's m/px and lose nothing the model uses.
+
+    Raises:
+        DetectorError: the scene is more than :data:`COARSER_REFUSE` times coarser.
+    """
+    ratio = res.coarsest / model_m_per_px
+    if ratio > COARSER_REFUSE:
+        raise DetectorError(
+            f"{path}: {res.coarsest:.3g} m/px is {ratio:.1f}x coarser than the model's "
+            f"{model_m_per_px:g} m/px; wagons (3 m wide) are under "
+            f"{3.0 / res.coarsest:.1f} px across and cannot be counted; give imagery of at "
+            f"most {model_m_per_px * COARSER_REFUSE:g} m/px (or m_per_px= if the file's "
+            "georeferencing is wrong)")
+    if ratio > COARSER_WARN:
+        log.warning("%s: %.3g m/px is %.1fx coarser than the model's %g m/px; wagons are "
+                    "%.1f px wide, so counts are less reliable (below %g m/px is best)",
+                    path, res.coarsest, ratio, model_m_per_px, 3.0 / res.coarsest,
+                    model_m_per_px * COARSER_WARN)
+
+
+def finite_pixels(data: np.ndarray) -> np.ndarray:
+    """(H, W) bool of (C, H, W) ``data``: pixels whose every band is a finite number.
+
+    NaN and ±inf are no data whether or not the file tags a nodata value (a float scene with
+    NaN outside its footprint and no tag is common); integer data are always finite.
+    """
+    if not np.issubdtype(data.dtype, np.floating):
+        return np.ones(data.shape[-2:], dtype=bool)
+    return np.isfinite(data).all(axis=0)
+
+
+def inner_window(src: rasterio.DatasetReader, window: Window, out_shape: tuple[int, int]
+                 ) -> tuple[Window, tuple[slice, slice]] | None:
+    """The part of ``window`` inside the raster, for a read of ``window`` at ``out_shape``.
+
+    Returns the float window aligned with the output grid and the (rows, cols) slices of the
+    output it fills, or None when the window misses the raster. Reads go through this rather
+    than rasterio's ``boundless`` reads, which assume a north-up geotransform (they divide
+    by its ``a`` term: a grid rotated by 90° fails).
+    """
+    h, w = out_shape
+    sx, sy = window.width / w, window.height / h  # source px per output px
+    x0, y0 = window.col_off, window.row_off
+    c0, r0 = round((max(x0, 0) - x0) / sx), round((max(y0, 0) - y0) / sy)
+    c1 = round((min(x0 + window.width, src.width) - x0) / sx)
+    r1 = round((min(y0 + window.height, src.height) - y0) / sy)
+    if c1 <= c0 or r1 <= r0:
         return None
-    res_x, res_y = abs(src.transform.a), abs(src.transform.e)
-    if src.crs.is_projected:
-        factor = src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0
-        return float((res_x + res_y) / 2 * factor)
-    # Geographic CRS: degrees → metres at the scene centre.
-    lat = (src.bounds.top + src.bounds.bottom) / 2
-    metres_per_degree = math.pi * _EARTH_RADIUS_M / 180
-    return float((res_x * math.cos(math.radians(lat)) + res_y) / 2 * metres_per_degree)
+    inner = Window(x0 + c0 * sx, y0 + r0 * sy, (c1 - c0) * sx, (r1 - r0) * sy)
+    return inner, (slice(r0, r1), slice(c0, c1))
 
 
 def valid_mask(src: rasterio.DatasetReader, window: Window,
-               out_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Boolean (H, W) mask of pixels with data; pixels outside the raster are invalid."""
-    mask = src.read_masks(1, window=window, out_shape=out_shape, boundless=True,
-                          resampling=Resampling.nearest)
-    return mask > 0
+               out_shape: tuple[int, int] | None = None, data: np.ndarray | None = None
+               ) -> np.ndarray:
+    """Boolean (H, W) mask of pixels with data; pixels outside the raster are invalid.
+
+    A pixel holds data when GDAL's mask says so (nodata tag, internal mask or alpha band)
+    and its values are finite (:func:`finite_pixels`). ``data``: the bands already read for
+    ``window`` at ``out_shape``, when the caller has them (else a float scene's bands are
+    read here).
+    """
+    shape = out_shape or (round(window.height), round(window.width))
+    mask = np.zeros(shape, dtype=bool)
+    part = inner_window(src, window, shape)
+    if part is None:
+        return mask
+    inner, (rows, cols) = part
+    sub = (rows.stop - rows.start, cols.stop - cols.start)
+    mask[rows, cols] = src.read_masks(1, window=inner, out_shape=sub,
+                                      resampling=Resampling.nearest) > 0
+    if data is None and any(np.issubdtype(np.dtype(t), np.floating) for t in src.dtypes):
+        data = np.zeros((src.count, *shape), dtype=np.float32)
+        data[:, rows, cols] = src.read(window=inner, out_shape=(src.count, *sub),
+                                       resampling=Resampling.nearest)
+    return mask if data is None else mask & finite_pixels(data)
 
 
 # One resampling for every pixel a model sees, in training chips and inference tiles alike.
@@ -130,42 +367,45 @@ def valid_mask(src: rasterio.DatasetReader, window: Window,
 RESAMPLING = Resampling.bilinear
 
 
-def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_size: int,
-                bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read the square window of ``side`` source pixels at (x0, y0), resampled to ``out_size``.
+def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple[int, int],
+                out_size: int, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Read the window of ``side`` source pixels at (x0, y0), resampled to ``out_size`` square.
 
     The one windowed reader behind training chips and inference tiles, so the model is
     trained on pixels prepared exactly as those it counts on. Only the part of the window
     inside the raster is read, through a float window aligned with the output grid, so a
     pixel's value does not depend on where the window lies; the window may reach past the
-    raster edge, where pixels are invalid.
+    raster edge, where pixels are invalid. ``side`` is one number for a square window or
+    (columns, rows) for pixels whose ground size differs between the axes.
 
     Returns:
-        (data (C, S, S) in the raster's dtype, zero where invalid; valid (S, S) bool).
-        The data are not read when no pixel is valid.
+        (data (C, S, S) in the raster's dtype, zero where invalid; valid (S, S) bool: GDAL's
+        mask and finite values, see :func:`valid_mask`). The data are not read when no
+        pixel is valid.
     """
-    scale = side / out_size  # source pixels per output pixel
+    side_x, side_y = (side, side) if isinstance(side, int | float) else side
     data = np.zeros((len(bands), out_size, out_size), dtype=src.dtypes[bands[0] - 1])
     valid = np.zeros((out_size, out_size), dtype=bool)
-    ix0, iy0 = max(x0, 0), max(y0, 0)
-    ix1, iy1 = min(x0 + side, src.width), min(y0 + side, src.height)
-    c0, r0 = round((ix0 - x0) / scale), round((iy0 - y0) / scale)
-    c1, r1 = round((ix1 - x0) / scale), round((iy1 - y0) / scale)
-    if c1 <= c0 or r1 <= r0:
+    part = inner_window(src, Window(x0, y0, side_x, side_y), (out_size, out_size))
+    if part is None:
         return data, valid
-    window = Window(x0 + c0 * scale, y0 + r0 * scale, (c1 - c0) * scale, (r1 - r0) * scale)
-    shape = (r1 - r0, c1 - c0)
-    valid[r0:r1, c0:c1] = src.read_masks(1, window=window, out_shape=shape,
-                                         resampling=Resampling.nearest) > 0
+    window, (rows, cols) = part
+    shape = (rows.stop - rows.start, cols.stop - cols.start)
+    valid[rows, cols] = src.read_masks(1, window=window, out_shape=shape,
+                                       resampling=Resampling.nearest) > 0
     if valid.any():
-        data[:, r0:r1, c0:c1] = src.read(bands, window=window, out_shape=(len(bands), *shape),
-                                         resampling=RESAMPLING)
+        block = src.read(bands, window=window, out_shape=(len(bands), *shape),
+                         resampling=RESAMPLING)
+        finite = finite_pixels(block)
+        block[:, ~finite] = 0
+        data[:, rows, cols] = block
+        valid[rows, cols] &= finite
     return data, valid
 
 
-def read_image(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_size: int,
-               bands: list[int], low: np.ndarray, high: np.ndarray, fill: int = 114
-               ) -> tuple[np.ndarray | None, np.ndarray]:
+def read_image(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple[int, int],
+               out_size: int, bands: list[int], low: np.ndarray, high: np.ndarray,
+               fill: int = 114) -> tuple[np.ndarray | None, np.ndarray]:
     """:func:`read_window` normalised to model input: (uint8 (C, S, S) or None, valid).
 
     The image is None when no pixel is valid; invalid pixels are ``fill``.
@@ -193,7 +433,7 @@ def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
     shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
     window = Window(0, 0, src.width, src.height)
     data = src.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
-    valid = valid_mask(src, window, shape)
+    valid = valid_mask(src, window, shape, data)
     lo_pct, hi_pct = normalization.get("percentiles", DEFAULT_NORMALIZATION["percentiles"])
     if not valid.any():
         return np.zeros(len(bands)), np.ones(len(bands))
@@ -214,7 +454,7 @@ def to_uint8(data: np.ndarray, low: np.ndarray, high: np.ndarray,
     high = np.asarray(high, dtype=np.float32)[:, None, None]
     # A constant band has high == low; float32 loses scene_stretch's tiny margin, so guard here.
     out = (data.astype(np.float32) - low) * (255.0 / np.maximum(high - low, 1e-3))
-    out = np.clip(out, 0, 255).astype(np.uint8)
+    out = np.clip(np.nan_to_num(out, nan=0.0), 0, 255).astype(np.uint8)
     if valid is not None:
         out[:, ~valid] = fill
     return out

@@ -357,3 +357,34 @@ def test_a_training_chip_and_the_inference_tile_over_its_ground_are_identical(tm
         assert np.array_equal(chip, tile), png.name
         compared += 1
     assert compared >= 5 and edge >= 1
+
+
+def test_non_square_pixels_are_chipped_at_the_data_resolution_on_each_axis(tmp_path):
+    # 0.5 m across, 1.0 m down: chips span 128 columns by 64 rows, and a car 14 x 3 m is
+    # 28 x 6 chip px whatever its heading
+    root = tmp_path / "scenes"
+    root.mkdir()
+    rng = np.random.default_rng(5)
+    cars = random_cars(rng, 12, 300, 300, 0.5)
+    square = make_scene(tmp_path / "square.tif", cars)
+    import rasterio
+
+    with rasterio.open(square) as src:
+        data = src.read().astype(np.float64)
+    tall = ((data[:, 0::2] + data[:, 1::2]) / 2).astype(np.uint16)
+    write_geotiff(root / "tall.tif", tall, Affine(0.5, 0, 500000, 0, -1.0, 4700000), UTM)
+    (root / "tall.geojson").write_text(square.with_suffix(".geojson").read_text())
+    cfg = data_cfg("geojson", f"data.root={root}", "data.chip.min_visible=1.0",
+                   "data.split.by=block", "data.split.block_m=50")
+    data_yaml = build_dataset(cfg, tmp_path / "ds", task="obb")
+    info = read_json(data_yaml.parent / "dataset.json")
+    assert info["scenes"][0]["chip_side"] == [128, 64]
+    sides = []
+    for split in ("train", "val", "test"):
+        for rows in chip_rows(data_yaml.parent, split).values():
+            for row in rows:
+                xy = row[1:].reshape(4, 2) * 128
+                edges = np.linalg.norm(np.roll(xy, -1, axis=0) - xy, axis=1)
+                sides.append(sorted(edges[:2]))
+    assert len(sides) >= 12
+    assert np.allclose(sides, [6, 28], atol=0.6)

@@ -9,11 +9,13 @@ import rasterio
 import torch
 from rasterio.env import get_gdal_config
 
+from detector.bundle import default_card
 from detector.infer import api
 from detector.infer.model import all_cores
 from detector.infer.results import SceneResult
 from detector.raster import GDAL_CACHE_BYTES
 from detector.train import offline
+from tests.helpers import CLASSES
 
 
 def test_importing_the_package_changes_neither_gdal_nor_the_matplotlib_backend(cli_env):
@@ -36,7 +38,8 @@ def test_gdal_cache_is_bounded_while_scenes_run_then_restored(tiny_scene, infer_
         return SceneResult(scene, True)
 
     monkeypatch.setattr(api, "process_scene", process_scene)
-    bundle = SimpleNamespace(device=torch.device("cpu"), classes=[])
+    bundle = SimpleNamespace(device=torch.device("cpu"), classes=CLASSES,
+                             card=default_card("obb", CLASSES, 512))
     api.run_config(infer_cfg(path), bundle, predictor=object())
     assert seen == [GDAL_CACHE_BYTES] and before != GDAL_CACHE_BYTES
     assert get_gdal_config("GDAL_CACHEMAX") == before

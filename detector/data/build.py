@@ -32,10 +32,11 @@ from detector.data.writer import DatasetWriter, write_data_yaml, write_dataset_j
 from detector.data.yolo import find_data_yaml, scan_yolo_dataset
 from detector.errors import DetectorError
 from detector.raster import (
+    GroundResolution,
     check_bands,
     open_raster,
     read_image,
-    scene_m_per_px,
+    scene_resolution,
     scene_stretch,
 )
 from detector.validation import RULES, check_values
@@ -54,11 +55,11 @@ class ScenePlan:
     height: int
     crs: str | None
     m_per_px: float | None
-    side: int
-    stride: int
+    side: int | tuple[int, int]  # source px; (columns, rows) when pixels are not square
+    stride: int | tuple[int, int]
     low: np.ndarray
     high: np.ndarray
-    block: int
+    block: int | tuple[int, int]
     regions: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     def set_regions(self, by_block: bool) -> None:
@@ -116,14 +117,21 @@ def plan_chipping(scene: Scene, settings: dict[str, Any]) -> tuple[ScenePlan | N
     problems: list[str] = []
     with open_raster(scene.image) as src:
         check_bands(src, list(norm["bands"]), scene.image)
-        source_mpp = settings.get("source_m_per_px") or scene_m_per_px(src)
-        if source_mpp is None:
+        res = (GroundResolution.square(settings["source_m_per_px"])
+               if settings.get("source_m_per_px") else scene_resolution(src))
+        if res is None:
             log.warning("%s: no CRS; taking its pixels to be %s m (set data.source_m_per_px)",
                         scene.image, settings["m_per_px"])
-        pixel_m = source_mpp or settings["m_per_px"]
-        ratio = settings["m_per_px"] / pixel_m
-        side = max(1, round(chip["size"] * ratio))
-        stride = max(1, round((chip["size"] - chip["overlap"]) * ratio))
+        source_mpp = res.mean if res else None
+        # Each axis at the data's m/px: the chip covers the same ground both ways.
+        axes = (res.x, res.y) if res else (settings["m_per_px"],) * 2
+        ratios = [settings["m_per_px"] / m for m in axes]
+        side_x, side_y = (max(1, round(chip["size"] * r)) for r in ratios)
+        stride_x, stride_y = (max(1, round((chip["size"] - chip["overlap"]) * r))
+                              for r in ratios)
+        side = side_x if side_x == side_y else (side_x, side_y)
+        stride = stride_x if (side_x == side_y and stride_x == stride_y) else (stride_x,
+                                                                                 stride_y)
         low, high = scene_stretch(src, norm)
         width, height, crs = src.width, src.height, src.crs
     inside = [p for p in scene.polygons if _overlaps(p.corners, width, height)]
@@ -134,7 +142,9 @@ def plan_chipping(scene: Scene, settings: dict[str, Any]) -> tuple[ScenePlan | N
         if not inside:
             return None, problems
     scene.polygons = inside
-    block = max(side, round(settings["split"]["block_m"] / pixel_m))
+    block_x, block_y = (max(s, round(settings["split"]["block_m"] / m))
+                        for s, m in zip((side_x, side_y), axes, strict=True))
+    block = block_x if block_x == block_y else (block_x, block_y)
     plan = ScenePlan(scene, width, height, crs.to_string() if crs else None, source_mpp,
                      side, stride, low, high, block)
     return plan, problems
@@ -173,7 +183,7 @@ def chip_scene(plan: ScenePlan, assignment: dict[str, str], by_block: bool,
                 # Decide on background chips before reading pixels: most of a scene is empty.
                 if not labels and rng.random() >= chip_cfg["background_keep"]:
                     continue
-                image, valid = read_image(src, chip.col, chip.row, chip.side, size, bands,
+                image, valid = read_image(src, chip.col, chip.row, chip.window, size, bands,
                                           plan.low, plan.high, norm["fill"])
                 if image is None or 1.0 - valid.mean() > chip_cfg["max_nodata"]:
                     continue

@@ -20,22 +20,38 @@ _VISIBLE_TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class Chip:
-    """A square source window at (col, row) of ``side`` source pixels, written as ``size`` px."""
+    """A source window at (col, row) of ``side`` columns by ``side_y`` rows (None: square),
+    written as ``size`` x ``size`` px.
+
+    The window covers the same ground along both axes, so it is square in source pixels
+    unless the scene's pixels are not square on the ground.
+    """
 
     col: int
     row: int
     side: int
     size: int
+    side_y: int | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows of source pixels the window spans."""
+        return self.side if self.side_y is None else self.side_y
+
+    @property
+    def window(self) -> int | tuple[int, int]:
+        """The window's side as :func:`detector.raster.read_image` takes it."""
+        return self.side if self.side_y is None else (self.side, self.side_y)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) of the window in source pixel coordinates."""
-        return (self.col, self.row, self.col + self.side, self.row + self.side)
+        return (self.col, self.row, self.col + self.side, self.row + self.rows)
 
     @property
-    def scale(self) -> float:
-        """Output pixels per source pixel."""
-        return self.size / self.side
+    def scale(self) -> np.ndarray:
+        """Output pixels per source pixel, (x, y)."""
+        return np.array([self.size / self.side, self.size / self.rows])
 
     def to_chip(self, xy: np.ndarray) -> np.ndarray:
         """Source pixel coordinates (N, 2) to chip pixel coordinates."""
@@ -46,15 +62,23 @@ class Chip:
         return np.asarray(xy, dtype=float) / self.scale + (self.col, self.row)
 
 
-def chip_grid(region: tuple[int, int, int, int], side: int, stride: int, size: int) -> list[Chip]:
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def chip_grid(region: tuple[int, int, int, int], side: int | tuple[int, int],
+              stride: int | tuple[int, int], size: int) -> list[Chip]:
     """Chips covering ``region`` (col0, row0, col1, row1) in source pixels, row by row.
 
-    Chips stay inside the region, so with block splits none reaches into a neighbouring block.
+    ``side`` and ``stride`` are source pixels, one number or (columns, rows). Chips stay
+    inside the region, so with block splits none reaches into a neighbouring block.
     """
     col0, row0, col1, row1 = region
-    return [Chip(col, row, side, size)
-            for row in window_starts(row0, row1, side, stride)
-            for col in window_starts(col0, col1, side, stride)]
+    (sx, sy), (tx, ty) = _pair(side), _pair(stride)
+    side_y = None if sy == sx else sy
+    return [Chip(col, row, sx, size, side_y)
+            for row in window_starts(row0, row1, sy, ty)
+            for col in window_starts(col0, col1, sx, tx)]
 
 
 def visible_part(corners: np.ndarray, bounds: tuple[float, float, float, float],
@@ -102,9 +126,11 @@ def chip_labels(polygons: list[LabelledPolygon], chip: Chip,
         if (corners[:, 0].max() <= xmin or corners[:, 0].min() >= xmax
                 or corners[:, 1].max() <= ymin or corners[:, 1].min() >= ymax):
             continue
-        part = visible_part(corners, chip.bounds, min_visible)
+        # In chip pixels, which are square on the ground (source pixels may not be): there
+        # a body is still a rectangle.
+        part = visible_part(chip.to_chip(corners), (0, 0, chip.size, chip.size), min_visible)
         if part is None:
             continue
-        xy = np.clip(chip.to_chip(part), 0, chip.size)
+        xy = np.clip(part, 0, chip.size)
         out.append(LabelledPolygon(xy, poly.cls, poly.properties))
     return out

@@ -82,9 +82,12 @@ def axis_edges(length: int, block: int) -> list[int]:
     return [round(i * length / count) for i in range(count + 1)]
 
 
-def scene_blocks(width: int, height: int, block: int) -> list[tuple[int, int, int, int]]:
-    """Regions (col0, row0, col1, row1) tiling a ``width`` x ``height`` scene in blocks."""
-    cols, rows = axis_edges(width, block), axis_edges(height, block)
+def scene_blocks(width: int, height: int, block: int | tuple[int, int]
+                 ) -> list[tuple[int, int, int, int]]:
+    """Regions (col0, row0, col1, row1) tiling a ``width`` x ``height`` scene in blocks of
+    ``block`` px (or (columns, rows))."""
+    bx, by = (block, block) if isinstance(block, int) else block
+    cols, rows = axis_edges(width, bx), axis_edges(height, by)
     return [(c0, r0, c1, r1)
             for r0, r1 in zip(rows[:-1], rows[1:], strict=True)
             for c0, c1 in zip(cols[:-1], cols[1:], strict=True)]

@@ -17,7 +17,7 @@ from detector.infer.demo import demo_scene
 from detector.infer.model import Bundle, all_cores, load_bundle
 from detector.infer.outputs import clear_partials, output_paths, write_error
 from detector.infer.results import SceneResult
-from detector.infer.scene import make_predictor, process_scene
+from detector.infer.scene import check_tiling, make_predictor, process_scene
 from detector.infer.shards import fail_after_tiles, select_shard, task_device
 from detector.infer.sources import named_scenes
 from detector.infer.summary import summarize
@@ -89,8 +89,8 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     ``bundle``/``predictor`` may be injected (tests use a stand-in model).
 
     Raises:
-        DetectorError: a config value that cannot work, no scenes, bad shard keys, or
-            weights that cannot be loaded.
+        DetectorError: a config value that cannot work (with this model too), no scenes,
+            bad shard keys, or weights that cannot be loaded.
     """
     check_config(cfg, "infer")
     scenes = scenes_of(cfg)
@@ -103,6 +103,7 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     if bundle is None:
         device = task_device(cfg.device, shard, _gpu_count())
         bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"))
+    check_tiling(cfg, bundle.card)
     if predictor is None:
         predictor = make_predictor(bundle, cfg)
     predictor = fail_after_tiles(predictor)

@@ -29,7 +29,7 @@ import torch
 from detector.atomic import atomic_dir
 from detector.errors import DetectorError
 from detector.infer.demo import cache_dir
-from detector.infer.model import Bundle, TorchRunner
+from detector.infer.model import Bundle, TorchRunner, model_stride
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,12 @@ def export_model(bundle: Bundle, backend: str, imgsz: int, batch: int) -> Path:
     """The bundle exported for ``backend`` (``onnx``: a .onnx file; ``openvino``: an .xml).
 
     Made once with Ultralytics' exporter (fp32, fixed input shape, no NMS in the graph) and
-    cached; later runs with the same bundle, size and batch reuse it.
+    cached; later runs with the same bundle, size and batch reuse it. The exporter rounds
+    the input up to a multiple of the network's stride, so ``imgsz`` is rounded the same way
+    first and the cache is named after the size actually exported.
     """
+    stride = model_stride(bundle)
+    imgsz = -(-int(imgsz) // stride) * stride
     folder = export_dir(bundle.sha256, backend, imgsz, batch)
     found = _artifact(folder, backend)
     if found is not None:

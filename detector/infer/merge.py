@@ -19,7 +19,8 @@ def centres(corners: np.ndarray) -> np.ndarray:
     return np.asarray(corners, dtype=float).reshape(-1, 4, 2).mean(axis=1)
 
 
-def owned(corners: np.ndarray, tile: Tile, margin: float = 0.0) -> np.ndarray:
+def owned(corners: np.ndarray, tile: Tile, margin: float | tuple[float, float] = 0.0
+          ) -> np.ndarray:
     """Mask of the boxes (N, 4, 2, source pixels) whose centre lies in ``tile``'s core
     (grown by ``margin`` px)."""
     return tile.owns(centres(corners), margin)

@@ -1,8 +1,9 @@
 """Load a model bundle (weights + card) and run batched forward passes over tiles.
 
-We call the underlying torch module ourselves: tiles are exactly ``imgsz`` square, so no
-letterbox is needed, and many tiles go through in one batch. Ultralytics' NMS does the
-per-tile postprocessing (rotated for obb).
+We call the underlying torch module ourselves: tiles are square at a multiple of the
+network's stride (:func:`tile_sizes`; a tile read at another size is padded, not
+letterboxed, so its pixel coordinates stay the tile's), and many tiles go through in one
+batch. Ultralytics' NMS does the per-tile postprocessing (rotated for obb).
 """
 
 from __future__ import annotations
@@ -56,6 +57,28 @@ class Bundle:
     @property
     def imgsz(self) -> int:
         return self.card.imgsz
+
+
+# YOLO's largest downsampling: its feature maps only line up for inputs that are multiples.
+MAX_STRIDE = 32
+
+
+def model_stride(bundle: Bundle) -> int:
+    """The network's largest stride (32 for YOLO; 32 for a stand-in without a network)."""
+    stride = getattr(bundle.net, "stride", None)
+    if stride is None:
+        return MAX_STRIDE
+    return int(max(int(s) for s in (stride.tolist() if hasattr(stride, "tolist")
+                                    else [stride])))
+
+
+def tile_sizes(bundle: Bundle, tile_px: int | None = None) -> tuple[int, int]:
+    """(read, net): the side, in model pixels, a tile is read at (``tiling.tile_px``, or
+    the card's imgsz) and the network input it is padded to, the next multiple of the
+    network's stride (a YOLO fed 500 px fails: its feature maps do not line up)."""
+    read = int(tile_px or bundle.imgsz)
+    stride = model_stride(bundle)
+    return read, math.ceil(read / stride) * stride
 
 
 def pick_device(device: str | None) -> torch.device:

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from detector.atomic import atomic_path
 from detector.infer.reader import Stretch
 from detector.quicklook import class_color, draw_polygons, to_rgb
-from detector.raster import to_uint8
+from detector.raster import finite_pixels, to_uint8
 
 
 def read_view(src: rasterio.DatasetReader, stretch: Stretch, window: Window,
@@ -27,7 +27,7 @@ def read_view(src: rasterio.DatasetReader, stretch: Stretch, window: Window,
     resampling = Resampling.average if out_shape[0] < window.height else Resampling.nearest
     data = src.read(stretch.bands, window=window, out_shape=(len(stretch.bands), *out_shape),
                     resampling=resampling, boundless=False)
-    valid = src.read_masks(1, window=window, out_shape=out_shape) > 0
+    valid = (src.read_masks(1, window=window, out_shape=out_shape) > 0) & finite_pixels(data)
     return to_rgb(to_uint8(data, stretch.low, stretch.high, valid, stretch.fill))
 
 

@@ -3,13 +3,18 @@
 Tiles are read by :func:`detector.raster.read_image`, the reader of training chips too:
 only the part of a tile window inside the raster is read (float windows, so the resampling
 grid is exact); the rest is filled with the normalisation's neutral ``fill``, and so are
-nodata pixels. Tiles without a single valid pixel are skipped before their data is read.
+invalid pixels (nodata, masked, alpha, NaN, ±inf). A tile image whose side is not a multiple
+of the network's stride is padded with ``fill`` at its right and bottom to the next one
+(:func:`pad_image`), so any ``tiling.tile_px`` runs. Tiles without a single valid pixel are
+skipped before their data is read. Each tile also reports how many source pixels of its
+core hold data (inside the AOI), which adds up to the scene's imaged area.
 A background thread with its own dataset handle keeps a bounded queue of ready tiles, so
 the model never waits on I/O and memory stays bounded.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
+from affine import Affine
+from rasterio.features import geometry_mask
+from shapely.geometry import box
 
 from detector.infer.tiling import Tile
 from detector.raster import read_image
@@ -40,19 +49,68 @@ class TileImage:
     index: int
     tile: Tile
     image: np.ndarray | None
+    valid_px: float = 0.0  # source pixels of the tile's core holding data (in the AOI)
 
 
-def read_tile(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch
-              ) -> np.ndarray | None:
-    """Read one tile resampled to ``out_size`` square; None when it has no valid pixel.
+def pad_image(image: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """(C, S, S) ``image`` padded with ``fill`` at the right and bottom to (C, size, size).
 
-    The same reader as training chips (:func:`detector.raster.read_image`).
+    Pixel coordinates are unchanged, so detections map back to the tile as unpadded.
     """
-    image, _ = read_image(src, tile.x0, tile.y0, tile.size, out_size, stretch.bands,
-                          stretch.low, stretch.high, stretch.fill)
-    if image is not None and image.shape[0] == 1:
-        image = np.repeat(image, 3, axis=0)
-    return image
+    extra = size - image.shape[-1]
+    if extra <= 0:
+        return image
+    return np.pad(image, ((0, 0), (0, extra), (0, extra)), constant_values=fill)
+
+
+def read_tile_valid(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch,
+                    net_size: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """Read one tile resampled to ``out_size`` square: (uint8 (3, N, N) or None, valid).
+
+    The same reader as training chips (:func:`detector.raster.read_image`); a one-band map
+    is repeated into three bands. The image is None when no pixel is valid, and padded to
+    ``net_size`` (N; default ``out_size``); ``valid`` is (S, S) at ``out_size``.
+    """
+    image, valid = read_image(src, tile.x0, tile.y0, tile.shape, out_size, stretch.bands,
+                              stretch.low, stretch.high, stretch.fill)
+    if image is not None:
+        if image.shape[0] == 1:
+            image = np.repeat(image, 3, axis=0)
+        image = pad_image(image, net_size or out_size, stretch.fill)
+    return image, valid
+
+
+def read_tile(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch,
+              net_size: int | None = None) -> np.ndarray | None:
+    """:func:`read_tile_valid`'s image alone: None when the tile has no valid pixel."""
+    return read_tile_valid(src, tile, out_size, stretch, net_size)[0]
+
+
+def core_valid_px(tile: Tile, valid: np.ndarray, area: shapely.Geometry | None = None
+                  ) -> float:
+    """Source pixels of ``tile``'s core that hold data (and lie in ``area``, source pixels).
+
+    Counted on the tile's (S, S) ``valid`` mask at model resolution, so no pixel is read
+    twice: a tile pixel counts when its centre lies in the core, so, as cores partition the
+    plane, the tiles' counts add up to the scene's.
+    """
+    s = valid.shape[0]
+    sx, sy = tile.size / s, tile.height / s  # source px per tile px
+    xmin, ymin, xmax, ymax = tile.core
+
+    def first(edge: float, origin: int, step: float) -> int:
+        """First tile pixel whose centre lies at or past ``edge`` (as ``Tile.owns`` rules)."""
+        return int(math.ceil(float(np.clip((edge - origin) / step - 0.5, 0, s))))
+
+    c0, c1 = first(xmin, tile.x0, sx), first(xmax, tile.x0, sx)
+    r0, r1 = first(ymin, tile.y0, sy), first(ymax, tile.y0, sy)
+    mask = valid[r0:r1, c0:c1]
+    tile_box = box(tile.x0, tile.y0, tile.x0 + tile.size, tile.y0 + tile.height)
+    if area is not None and mask.any() and not area.contains(tile_box):
+        inside = geometry_mask([area.intersection(tile_box)], out_shape=valid.shape,
+                               transform=Affine(sx, 0, tile.x0, 0, sy, tile.y0), invert=True)
+        mask = mask & inside[r0:r1, c0:c1]
+    return float(mask.sum()) * sx * sy
 
 
 class PrefetchReader:
@@ -62,8 +120,10 @@ class PrefetchReader:
     """
 
     def __init__(self, path: str | Path, tiles: Sequence[Tile], out_size: int,
-                 stretch: Stretch, depth: int = 16):
+                 stretch: Stretch, depth: int = 16, net_size: int | None = None,
+                 area: shapely.Geometry | None = None):
         self.path, self.tiles, self.out_size, self.stretch = Path(path), tiles, out_size, stretch
+        self.net_size, self.area = net_size, area
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="tile-reader", daemon=True)
@@ -83,8 +143,10 @@ class PrefetchReader:
             # setting is scoped to this thread's reads.
             with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(self.path) as src:
                 for index, tile in enumerate(self.tiles):
-                    image = read_tile(src, tile, self.out_size, self.stretch)
-                    if not self._put(TileImage(index, tile, image)):
+                    image, valid = read_tile_valid(src, tile, self.out_size, self.stretch,
+                                                   self.net_size)
+                    valid_px = core_valid_px(tile, valid, self.area) if image is not None else 0.0
+                    if not self._put(TileImage(index, tile, image, valid_px)):
                         return
         except Exception as err:  # noqa: BLE001 - re-raised in the consumer
             self._put(err)

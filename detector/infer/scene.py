@@ -23,12 +23,20 @@ from detector.geometry import pixel_to_map
 from detector.infer import aoi as aoi_mod
 from detector.infer.counting import summarize_counts
 from detector.infer.merge import merge, owned
-from detector.infer.model import Bundle, Predictor
+from detector.infer.model import Bundle, Predictor, tile_sizes
 from detector.infer.outputs import output_paths, read_detections, write_counts, write_detections
 from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
-from detector.raster import check_bands, open_raster, scene_m_per_px, scene_stretch
+from detector.raster import (
+    GroundResolution,
+    band_map_hint,
+    check_bands,
+    check_resolution,
+    open_raster,
+    scene_resolution,
+    scene_stretch,
+)
 from detector.shift import shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
@@ -36,15 +44,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Plan:
-    """How a scene is read: resolution, band stretch, tile grid, optional AOI (pixels)."""
+    """How a scene is read: resolution, band stretch, tile grid, optional AOI (pixels).
 
-    m_per_px: float
+    Tile sizes, overlaps and margins are source pixels along columns (x) and rows (y).
+    """
+
+    resolution: GroundResolution
     stretch: Stretch
     tiles: list[Tile]
     tile_size: int
     overlap: int
-    margin: float  # px a tile's core grows by when deciding ownership
+    margin: tuple[float, float]  # px a tile's core grows by when deciding ownership
     area: shapely.Geometry | None
+    tile_size_y: int | None = None
+    overlap_y: int | None = None
+
+    @property
+    def m_per_px(self) -> float:
+        """The scene's metres per pixel (side of a square pixel of the same ground area)."""
+        return self.resolution.mean
 
 
 @dataclass
@@ -56,68 +74,115 @@ class Candidates:
     cls: np.ndarray  # class ids
     tile: np.ndarray  # tile index
     tiles_read: int
+    valid_px: float = 0.0  # source pixels holding data (inside the AOI)
+
+    def subset(self, keep: np.ndarray) -> Candidates:
+        """The candidates selected by index or mask ``keep``, same tallies."""
+        return Candidates(self.corners[keep], self.scores[keep], self.cls[keep],
+                          self.tile[keep], self.tiles_read, self.valid_px)
+
+
+def check_tiling(cfg: DictConfig, card: ModelCard) -> None:
+    """Check the tiling config against the model before any scene is read.
+
+    A tile spans ``tiling.tile_px`` × the model's m/px on the ground whatever the scene, so
+    an overlap of more than half of that can never work.
+
+    Raises:
+        DetectorError: one line naming ``tiling.overlap_m`` and ``tiling.tile_px``.
+    """
+    imgsz = int(cfg.tiling.get("tile_px") or card.imgsz)
+    ground = imgsz * card.m_per_px
+    if 2 * float(cfg.tiling.overlap_m) > ground:
+        raise DetectorError(
+            f"tiling.overlap_m={cfg.tiling.overlap_m} is more than half a tile ({ground:g} m = "
+            f"{imgsz} px at the model's {card.m_per_px:g} m/px); lower it or raise "
+            "tiling.tile_px")
 
 
 def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: DictConfig
                ) -> Plan:
-    """Resolution, stretch and tile grid for one open scene (no pixel data decoded yet)."""
-    mpp = float(cfg.m_per_px) if cfg.get("m_per_px") else scene_m_per_px(src)
-    if mpp is None:
+    """Resolution, stretch and tile grid for one open scene (no pixel data decoded yet).
+
+    Each image axis is read at the model's m/px (tiles cover the same ground along both),
+    from the scene's ground resolution (:func:`detector.raster.ground_resolution`) or
+    ``m_per_px=``.
+
+    Raises:
+        DetectorError: unknown or unusable resolution (:func:`check_resolution`), a band map
+            the scene or model cannot take, an overlap over half a tile, or a bad AOI.
+    """
+    res = (GroundResolution.square(float(cfg.m_per_px)) if cfg.get("m_per_px")
+           else scene_resolution(src))
+    if res is None:
         raise DetectorError(f"{path}: resolution unknown (no CRS); pass m_per_px=<metres per "
                             "pixel> or give a georeferenced GeoTIFF")
     if src.crs is None:
         log.warning("%s: no CRS; outputs are in pixel coordinates", path)
+    check_resolution(res, card.m_per_px, path)
     norm = dict(card.normalization)
     if cfg.get("bands"):
         norm["bands"] = list(cfg.bands)
     bands = list(norm["bands"])
     check_bands(src, bands, path)
     if len(bands) not in (1, 3):
-        raise DetectorError(f"{path}: the model takes 3 bands but bands={bands}; "
-                            "set bands= to three bands (e.g. bands=[3,2,1])")
+        raise DetectorError(f"{path}: the model takes 3 bands (or 1 read as grey) but "
+                            f"bands={bands}; set {band_map_hint(src.count)}")
     imgsz = int(cfg.tiling.get("tile_px") or card.imgsz)
-    tile_size = max(1, round(imgsz * card.m_per_px / mpp))
-    overlap = math.ceil(float(cfg.tiling.overlap_m) / mpp)
-    if overlap * 2 > tile_size:
+    ground = imgsz * card.m_per_px  # metres a tile spans along each axis
+    size_x, size_y = (max(1, round(ground / m)) for m in (res.x, res.y))
+    overlap_m = float(cfg.tiling.overlap_m)
+    over_x, over_y = (math.ceil(overlap_m / m) for m in (res.x, res.y))
+    if over_x * 2 > size_x or over_y * 2 > size_y:
         raise DetectorError(
             f"{path}: tiling.overlap_m={cfg.tiling.overlap_m} is more than half a tile "
-            f"({tile_size * mpp:.0f} m); lower it or raise tiling.tile_px")
+            f"({ground:.0f} m); lower it or raise tiling.tile_px")
     area = (aoi_mod.load_aoi(cfg.aoi, src.crs, src.transform, src.width, src.height)
             if cfg.get("aoi") else None)
-    tiles = tile_grid(src.width, src.height, tile_size, overlap)
+    tiles = tile_grid(src.width, src.height, (size_x, size_y), (over_x, over_y))
     if area is not None:
         tiles = [t for t in tiles
-                 if area.intersects(box(t.x0, t.y0, t.x0 + t.size, t.y0 + t.size))]
+                 if area.intersects(box(t.x0, t.y0, t.x0 + t.size, t.y0 + t.height))]
     low, high = scene_stretch(src, norm)
     stretch = Stretch(bands, low, high, int(norm.get("fill", 114)))
-    margin = float(cfg.tiling.get("core_margin_m", 0.0)) / mpp
-    return Plan(mpp, stretch, tiles, tile_size, overlap, margin, area)
+    margin_m = float(cfg.tiling.get("core_margin_m", 0.0))
+    return Plan(res, stretch, tiles, size_x, over_x, (margin_m / res.x, margin_m / res.y),
+                area, size_y, over_y)
 
 
 def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
-                 prefetch: int = 16, progress: bool = True) -> Candidates:
-    """Stream tiles through ``predictor``; keep what each tile owns (source pixels)."""
+                 prefetch: int = 16, progress: bool = True, net_size: int | None = None
+                 ) -> Candidates:
+    """Stream tiles through ``predictor``; keep what each tile owns (source pixels).
+
+    Tiles are read at ``imgsz`` model pixels and padded to ``net_size`` (see
+    :func:`detector.infer.model.tile_sizes`); the valid source pixels of the tiles' cores
+    are summed into ``valid_px``.
+    """
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    read = 0
+    read, valid_px = 0, 0.0
     bar = tqdm(total=len(plan.tiles), desc=path.name, unit="tile", disable=not progress,
                leave=False)
-    with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch) as reader:
+    with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch,
+                        net_size=net_size, area=plan.area) as reader:
         for group, seen in batches(iter(reader), batch):
             if group:
                 outputs = predictor(np.stack([item.image for item in group]))
                 for item, det in zip(group, outputs, strict=True):
                     offset = np.array([item.tile.x0, item.tile.y0], dtype=float)
-                    px = det.corners * (item.tile.size / imgsz) + offset
+                    scale = np.array(item.tile.shape, dtype=float) / imgsz
+                    px = det.corners * scale + offset
                     keep = owned(px, item.tile, plan.margin)
                     parts.append((px[keep], det.scores[keep], det.cls[keep],
                                   np.full(int(keep.sum()), item.index)))
+                    valid_px += item.valid_px
                 read += len(group)
             bar.update(seen)
     bar.close()
     if not parts:
         return Candidates(np.zeros((0, 4, 2)), np.zeros(0), np.zeros(0, int), np.zeros(0, int),
-                          read)
-    return Candidates(*(np.concatenate(a) for a in zip(*parts, strict=True)), read)
+                          read, valid_px)
+    return Candidates(*(np.concatenate(a) for a in zip(*parts, strict=True)), read, valid_px)
 
 
 def build_detections(cands: Candidates, plan: Plan, card: ModelCard, classes: list[str],
@@ -140,25 +205,29 @@ def build_detections(cands: Candidates, plan: Plan, card: ModelCard, classes: li
 
 def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: Plan,
                  cfg: DictConfig, seconds: float, src: rasterio.DatasetReader,
-                 backend: str = "torch") -> dict[str, Any]:
+                 backend: str = "torch", valid_px: float | None = None) -> dict[str, Any]:
     """The counts JSON dict (docs/design.md, counts JSON) with the run's settings.
 
-    ``backend`` is the backend that actually ran (``auto`` resolved).
+    ``backend`` is the backend that actually ran (``auto`` resolved); ``valid_px`` the
+    source pixels holding data inside the AOI (default: all of the AOI or scene), which
+    ``area_km2`` measures.
     """
+    if valid_px is None:
+        valid_px = plan.area.area if plan.area is not None else src.width * src.height
     card = bundle.card
     per_class, wagons = summarize_counts(
         bundle.classes, [d.cls for d in detections], np.array([d.score for d in detections]),
         np.array([d.p for d in detections]), card.operating_threshold,
         card.recall_at_candidate_conf, tuple(card.not_wagons),
         recall_evidence=card.recall_counts, dispersion=card.dispersion)
-    area_px = plan.area.area if plan.area is not None else src.width * src.height
+    # Imaged area: pixels holding data (inside the AOI), each of its ground area.
     return {
         "scene": str(path),
         "model": {"path": str(bundle.weights), "sha256": bundle.sha256},
         "m_per_px": round(plan.m_per_px, 4),
         "classes": per_class,
         "wagons": wagons,
-        "area_km2": round(area_px * plan.m_per_px ** 2 / 1e6, 6),
+        "area_km2": round(valid_px * plan.resolution.pixel_area / 1e6, 6),
         "seconds": round(seconds, 2),
         "crs": src.crs.to_string() if src.crs else None,
         "aoi": str(cfg.aoi) if cfg.get("aoi") else None,
@@ -192,14 +261,14 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
     start = time.perf_counter()
     with open_raster(path) as src:
         plan = plan_scene(src, path, bundle.card, cfg)
-        imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
+        imgsz, net_size = tile_sizes(bundle, cfg.tiling.get("tile_px"))
         # Shift alarm: one pooled backbone vector per tile, from a hook (nearly free).
         # Other backends run the first torch layers on every other batch for it (shift.py).
         net = getattr(bundle, "net", None)
         with tile_features(net, (bundle.card.shift or {}).get("layer")) as feats, \
                 tapped(predictor, net, feats.layer if bundle.card.shift else None):
             cands = detect_tiles(path, plan, predictor, imgsz, int(cfg.batch or _batch(bundle)),
-                                 int(cfg.prefetch), bool(cfg.progress))
+                                 int(cfg.prefetch), bool(cfg.progress), net_size)
         if cands.tiles_read == 0:
             raise DetectorError(f"{path}: every pixel is nodata"
                                 f"{' inside the AOI' if plan.area is not None else ''}; "
@@ -208,18 +277,15 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
         keep = merge(cands.corners, cands.scores, cands.tile, m.method,
                      threshold=float(m.threshold), metric=str(m.metric),
                      cross_tile_only=bool(m.cross_tile_only))
-        cands = Candidates(cands.corners[keep], cands.scores[keep], cands.cls[keep],
-                           cands.tile[keep], cands.tiles_read)
-        in_aoi = aoi_mod.inside(plan.area, cands.corners.mean(axis=1))
-        cands = Candidates(cands.corners[in_aoi], cands.scores[in_aoi], cands.cls[in_aoi],
-                           cands.tile[in_aoi], cands.tiles_read)
+        cands = cands.subset(keep)
+        cands = cands.subset(aoi_mod.inside(plan.area, cands.corners.mean(axis=1)))
         detections = build_detections(cands, plan, bundle.card, bundle.classes, src.transform,
                                       src.crs is not None)
         counted = [d for d in detections if d.score >= bundle.card.threshold(d.cls)]
         write_detections(paths["geojson"], counted, src.crs)
         outputs = {"geojson": paths["geojson"], "counts": paths["counts"]}
         counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
-                              str(getattr(predictor, "backend", "custom")))
+                              str(getattr(predictor, "backend", "custom")), cands.valid_px)
         counts.update(shift_fields(bundle.card.shift, feats.array()))
         if cfg.quicklook:
             from detector.infer.quicklook import render_quicklook
@@ -267,8 +333,8 @@ def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
     from detector.infer.backends import make_runner
 
     s = run_settings(bundle, cfg)
-    imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
-    runner = make_runner(bundle, str(cfg.get("backend") or "auto"), imgsz,
+    _, net_size = tile_sizes(bundle, cfg.tiling.get("tile_px"))
+    runner = make_runner(bundle, str(cfg.get("backend") or "auto"), net_size,
                          int(cfg.batch or _batch(bundle)))
     return Predictor(bundle, s["candidate_conf"], s["nms"]["iou"], s["nms"]["max_det"],
                      s["nms"]["agnostic"], runner)
