@@ -179,3 +179,10 @@ def test_bad_aoi_is_one_clear_line(tmp_path, doc, message):
     with pytest.raises(DetectorError, match=message) as err:
         read_aoi(path) and aoi_pixels(path, UTM, rasterio.Affine(0.5, 0, 0, 0, -0.5, 0))
     assert "\n" not in str(err.value) and "bad.geojson" in str(err.value)
+
+
+def test_missing_aoi_is_refused_before_any_scene(tmp_path, yard):
+    scene, _, _ = yard
+    with pytest.raises(DetectorError, match="nope.geojson: AOI file not found"):
+        infer(tmp_path, scene, aoi=str(tmp_path / "nope.geojson"))
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from detector.atomic import check_writable
 from detector.config import compose
 from detector.errors import DetectorError, OutputError
+from detector.infer.aoi import read_aoi
 from detector.infer.demo import demo_scene
 from detector.infer.model import Bundle, all_cores, load_bundle
 from detector.infer.outputs import clear_partials, output_paths, write_error
@@ -96,6 +97,8 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
         OutputError: ``out`` cannot take files (checked first, and on every write).
     """
     check_config(cfg, "infer")
+    if cfg.get("aoi"):
+        read_aoi(cfg.aoi)  # a bad AOI is one line before any work, not one per scene
     scenes = scenes_of(cfg)
     shards, shard = shard_of(cfg)
     mine = select_shard(scenes, [p for p, _ in scenes], shards, shard)
