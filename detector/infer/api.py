@@ -9,7 +9,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-from tqdm import tqdm
 
 from detector.atomic import check_writable
 from detector.config import compose
@@ -23,6 +22,7 @@ from detector.infer.scene import make_predictor, output_errors, process_scene
 from detector.infer.shards import fail_after_tiles, select_shard, task_device
 from detector.infer.sources import named_scenes
 from detector.infer.summary import summarize
+from detector.progress import progress
 from detector.raster import gdal_cache
 from detector.validation import check_config
 
@@ -117,8 +117,8 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     desc = f"shard {shard}/{shards}" if shards > 1 else "scenes"
     with all_cores(bundle.device), gdal_cache():
         results = [run_scene(path, name, out, bundle, predictor, cfg)
-                   for path, name in tqdm(mine, desc=desc, unit="scene",
-                                          disable=not cfg.progress or len(mine) < 2)]
+                   for path, name in progress(mine, desc=desc, unit="scene",
+                                              enabled=bool(cfg.progress) and len(mine) > 1)]
     if shards == 1 and len(scenes) > 1:
         summarize(out, scenes)
     return results

@@ -16,7 +16,6 @@ import rasterio
 import shapely
 from omegaconf import DictConfig, OmegaConf
 from shapely.geometry import box
-from tqdm import tqdm
 
 from detector import calibration
 from detector.atomic import OUTPUT_ERRNOS, atomic_files
@@ -32,6 +31,7 @@ from detector.infer.outputs import output_paths, read_detections, write_counts, 
 from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
+from detector.progress import progress as progress_bar
 from detector.raster import check_bands, open_raster, scene_m_per_px, scene_stretch
 from detector.shift import shift_fields, tapped, tile_features
 
@@ -103,8 +103,8 @@ def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
     """Stream tiles through ``predictor``; keep what each tile owns (source pixels)."""
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     read = 0
-    bar = tqdm(total=len(plan.tiles), desc=path.name, unit="tile", disable=not progress,
-               leave=False)
+    bar = progress_bar(total=len(plan.tiles), desc=path.name, unit="tile", enabled=progress,
+                       leave=False)
     with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch) as reader:
         for group, seen in batches(iter(reader), batch):
             if group:
