@@ -194,10 +194,7 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     settings = settings_of(cfg)
     source, aoi, truth = _site(cfg)
     _check_aoi(aoi)
-    scenes = resolve_sources(source)
-    if len(scenes) == 1 and not scenes[0].exists():
-        raise DetectorError(f"{source}: no such file or folder; give source=<folder of dated "
-                            "scenes of one site>")
+    scenes = resolve_sources(source)  # a missing path: one line, before any work
     if aoi is None:
         log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
                     "scene covers the same ground")
