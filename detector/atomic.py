@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -57,6 +59,58 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_files(paths: Mapping[str, Path], last: str | None = None
+                 ) -> Iterator[dict[str, Path]]:
+    """Temporary paths beside several outputs, renamed onto them only when the block succeeds.
+
+    The block writes whichever temporaries it needs (they are not created beforehand);
+    on success each one written is renamed onto its output, ``last`` after all others
+    (a done marker), and on any failure every temporary goes and no output is touched.
+    Temporary names are ``.<stem>.<8 hex>.partial<suffix>``, as :func:`atomic_path`'s.
+    """
+    tmps = {}
+    for key, path in paths.items():
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmps[key] = path.parent / f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}"
+    try:
+        yield dict(tmps)
+        order = [k for k in tmps if k != last] + ([last] if last in tmps else [])
+        for key in order:
+            if tmps[key].exists():
+                os.replace(tmps[key], paths[key])
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+
+
+# errno values that mean "the output folder cannot take files", not "this input is bad".
+OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                 errno.EFBIG)
+
+
+def check_writable(folder: str | Path, probe_bytes: int = 4096) -> str | None:
+    """Why files cannot be written to ``folder`` (created if missing), or None when they can.
+
+    Writes, syncs and removes a small probe file, so a full disk or a read-only or
+    foreign folder shows before any work, not halfway through it.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        try:
+            os.write(fd, b"\0" * probe_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def write_text(path: str | Path, text: str) -> None:

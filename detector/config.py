@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_MODULE = "detector.conf"
 # Entry points use ``@hydra.main(config_path=CONFIG_PATH, ...)``.
@@ -45,6 +45,14 @@ def allow_launcher_schemas() -> None:
                             "ConfigStore schema with the same name")
 
 
+def register_help() -> None:
+    """``${detector_help:NAME}``: the ``--help`` text of conf/NAME.yaml (conf/hydra/*.yaml)."""
+    from detector.cli_help import help_template
+
+    OmegaConf.register_new_resolver("detector_help", help_template, replace=True)
+
+
+register_help()
 # Here, not in the entry points: launcher worker processes (joblib, submitit, Ray) compose
 # their job's config without running ``__main__``, but import this module first.
 allow_launcher_schemas()

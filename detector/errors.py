@@ -11,6 +11,11 @@ class DetectorError(Exception):
     """A problem with the user's input: one line that names the file and the fix."""
 
 
+class OutputError(DetectorError):
+    """The output folder cannot take files (full, read-only, no permission): this stops the
+    whole run, where a bad scene stops only itself."""
+
+
 def exit_with(error: DetectorError) -> NoReturn:
     """Print ``error`` as one line on stderr and exit with status 2."""
     print(f"error: {error}", file=sys.stderr)

@@ -145,7 +145,7 @@ RULES: dict[str, dict[str, Rule]] = {
               "evaluate_test": boolean(), "tensorboard": boolean()},
     "dataset": {**prefixed("data", DATA), "task": TASK},
     "recalibrate": {**prefixed("calibration", CALIBRATION),
-                    "split": one_of("train", "val", "test")},
+                    "split": one_of("train", "val", "test"), "progress": boolean()},
 }
 
 

@@ -188,3 +188,20 @@ def test_cli_with_one_scene_exits_2_with_one_line(tmp_path, scenes, base):
     assert len(errors) == 1 and "at least 2" in errors[0] and str(one) in errors[0]
     assert not out.exists()
 
+
+
+@pytest.mark.slow
+def test_cli_prints_steps_and_the_summary_not_training_chatter(tmp_path, scenes, base):
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "detector.adapt", f"scenes={scenes}",
+                          f"weights={base}", f"out={out}", "minutes=0.2", "trainer.batch=4",
+                          "val_chips=2", "folds=2"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+    assert "| adapted (cross-fitted) |" in run.stdout
+    assert len(lines) <= 40, "\n".join(lines)
+    assert not any("\r" in line or "\x1b[" in line for line in lines)  # not a terminal
+    assert not any(word in run.stdout + run.stderr
+                   for word in ("Epoch", "Ultralytics", "FutureWarning", "optimizer:"))

@@ -94,7 +94,8 @@ def read_json(path: Path) -> dict:
 
 def chip_rows(root: Path, split: str) -> dict[str, np.ndarray]:
     """Label rows of every chip of a split, by chip name."""
-    return {p.stem: np.loadtxt(p, ndmin=2) for p in sorted((root / "labels" / split).glob("*.txt"))}
+    return {p.stem: np.loadtxt(p, ndmin=2) if p.read_text().strip() else np.zeros((0, 9))
+            for p in sorted((root / "labels" / split).glob("*.txt"))}
 
 
 def test_round_trip_labels_match_scene_and_pixels(tmp_path):

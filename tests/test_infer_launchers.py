@@ -21,6 +21,7 @@ from detector.synth import write_scenes
 
 # Small tiles and batches: four tiles per 400x400 scene, two per forward (as in `clean`).
 FAST = ["quicklook=false", "progress=false", "tiling.tile_px=256", "batch=2"]
+NO_LAUNCHERS = "needs the Hydra launchers of the dev extra: pip install -e '.[dev,fast]'"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def assert_same_as(clean: Path, out: Path, proc: subprocess.CompletedProcess) ->
 
 
 def test_joblib_task_killed_mid_scene_then_rerun_equals_one_process(scenes, clean, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=NO_LAUNCHERS)
     out = tmp_path / "out"
     # Shard 0 holds two scenes of four tiles; its process dies on the second one's 3rd tile.
     killed = multirun(scenes, out, "joblib", env={FAIL_AFTER_TILES_ENV: "6"})
@@ -99,7 +100,7 @@ def test_joblib_task_killed_mid_scene_then_rerun_equals_one_process(scenes, clea
 
 
 def test_submitit_local_multirun_equals_one_process(scenes, clean, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason=NO_LAUNCHERS)
     out = tmp_path / "out"
     assert_same_as(clean, out, multirun(scenes, out, "submitit_local"))
     logs = list((out / "jobs").glob("*/.submitit/*/*_log.err"))
@@ -108,7 +109,7 @@ def test_submitit_local_multirun_equals_one_process(scenes, clean, tmp_path):
 
 @pytest.mark.slow
 def test_ray_runner_on_a_local_two_cpu_cluster_equals_one_process(scenes, clean, tmp_path):
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason="needs Ray: pip install -e '.[cluster]'")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "detector.infer.ray", f"source={scenes}",
                            f"out={out}", "shards=2", "ray.num_cpus=2", *FAST],

@@ -97,8 +97,18 @@ def test_cli_fails_with_one_line_and_writes_nothing(tmp_path, obb_weights):
     assert fail.returncode == 2
     errors = [line for line in fail.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bad.tif" in errors[0] and "not a readable raster" in errors[0]
+    assert (fail.stdout + fail.stderr).count("not a readable raster") == 1  # printed once
     # nothing but the failure marker (the reason, read back by the summary)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["bad.error.json"]
+
+
+def test_cli_misspelt_source_is_one_line_and_leaves_nothing(tmp_path, obb_weights):
+    fail = cli(tmp_path, obb_weights, tmp_path / "yard_misspelt.tif")
+    assert fail.returncode == 2
+    lines = [line for line in (fail.stdout + fail.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert "yard_misspelt.tif: no such file" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -207,6 +207,8 @@ def test_aoi_counts_only_cars_inside_and_is_reprojected(tmp_path):
     assert not bad.ok and "does not overlap" in bad.error
 
 
+# rasterio warns that a scene without CRS has no geotransform: this test makes one on purpose.
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_no_crs_needs_m_per_px_then_works_in_pixel_coordinates(tmp_path):
     scene = tmp_path / "plain.tif"
     truth, _ = planted_scene(scene, crs=None)

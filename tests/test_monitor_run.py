@@ -97,12 +97,15 @@ def test_surge_flagged_bad_scenes_left_out_with_one_line_each(tmp_path, site):
     assert set(reasons) == {"broken.tif", "undated.tif", "again_2019-03-02.tif",
                             "elsewhere_2020-05-05.tif", "failing_2022-02-05.tif"}
     assert "not a readable raster" in reasons["broken.tif"]
-    assert "dates.csv" in reasons["undated.tif"]
+    assert f"'undated.tif,YYYY-MM-DD' to {folder / 'dates.csv'}" in reasons["undated.tif"]
+    assert "header 'scene,date'" in reasons["undated.tif"]
     assert "same date (2019-03-02) as pass_00.tif" in reasons["again_2019-03-02.tif"]
     assert "AOI lies outside" in reasons["elsewhere_2020-05-05.tif"]
     assert all("\n" not in r for r in reasons.values())
     text = format_table(result)
-    assert "flagged: 1 of 9 dates" in text and "left out: 5 scene(s)" in text
+    assert "flagged: 1 of 9 dates; 4 of 9 could be compared: 4 had fewer than 4 comparable " \
+        "earlier dates in the 5 years before it (baseline.min_dates); 1 imaged too little" in text
+    assert "left out: 5 scene(s)" in text
     assert "pass_07.tif: 75 (95% 49–101) vs at most 18 in 7 dates since 2019-03-02: " \
         "P(above all) > 0.999" in text
     rows = list(csv.DictReader(io.StringIO(result.outputs["timeseries"].read_text())))
@@ -115,6 +118,25 @@ def test_surge_flagged_bad_scenes_left_out_with_one_line_each(tmp_path, site):
     report = result.outputs["report"].read_text()
     assert "## Left out" in report and "P(above all)" in report and "pass_07.tif" in report
     assert not list((tmp_path / "out").rglob(".*partial*"))
+
+
+def test_too_few_dates_say_how_many_earlier_dates_are_needed(tmp_path):
+    folder = make_site(tmp_path / "short", [12, 8, 15, 60])
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights")
+    aoi = aoi_file(tmp_path / "station.geojson", 10, 10, 90, 40)
+    result = run(tmp_path, (folder, weights, aoi), FakeInfer(), **{"baseline.min_dates": 5})
+    line = next(li for li in format_table(result).splitlines() if li.startswith("flagged:"))
+    assert line == ("flagged: 0 of 4 dates; 0 of 4 could be compared: 4 had fewer than 5 "
+                    "comparable earlier dates in the 5 years before it (baseline.min_dates)")
+
+
+def test_undated_scene_of_a_glob_source_names_dates_csv_header(tmp_path, site):
+    folder, _, _ = site
+    tiny_scene(folder / "undated.tif", tags={"TRUTH": "10"})
+    result = run(tmp_path, site, FakeInfer(), source=str(folder / "*.tif"))
+    [undated] = [e.left_out for e in result.left_out if e.scene.name == "undated.tif"]
+    assert "header 'scene,date', and pass it as dates=CSV" in undated
 
 
 def test_dates_csv_overrides_and_a_duplicate_csv_date(tmp_path, site):

@@ -44,10 +44,14 @@ from detector.atomic import sha256_file, write_text
 from detector.bundle import ModelCard, read_card, resolve_weights
 from detector.config import compose
 from detector.errors import DetectorError
+from detector.progress import progress
+from detector.quiet import quiet
 from detector.train.calibrate import run_scenes
 from detector.train.card import calibration_metrics
 
 log = logging.getLogger(__name__)
+# Inside a step only their warnings show: the step's own line and the bar say what runs.
+QUIETED = ("detector.train", "detector.infer", "detector.data", "detector.evaluate")
 
 
 @dataclass
@@ -108,35 +112,55 @@ def adapt(cfg: DictConfig) -> AdaptResult:
     pairs = [(s.image, s.labels) for s in scenes]
     not_wagons = list(base_card.not_wagons)
 
-    with _work_dir(out, str(cfg.name), bool(cfg.keep_work)) as work:
+    fold_ids = sorted(set(folds.values()))
+    steps = progress(total=4 + 2 * len(fold_ids), desc="adapt", unit="step",
+                     enabled=bool(cfg.get("progress", True)))
+
+    @contextmanager
+    def step(label: str) -> Iterator[None]:
+        """One step of the run: the bar's label (a line when not a terminal), third-party
+        output quiet."""
+        log.debug("adapt: %s", label)
+        steps.set_postfix_str(label, refresh=True)
+        with quiet(log, label, QUIETED):
+            yield
+        steps.update()
+
+    with _work_dir(out, str(cfg.name), bool(cfg.keep_work)) as work, steps:
         log.info("adapting %s on %d scenes in %d folds, budget %.1f min", base.name,
-                 len(scenes), len(set(folds.values())), budget_s / 60)
+                 len(scenes), len(fold_ids), budget_s / 60)
         t0 = time.monotonic()
-        base_results = _infer(base, pairs, cfg)
+        with step("counting with the base model"):
+            base_results = _infer(base, pairs, cfg)
         one_pass = time.monotonic() - t0
         before = headline([report(scenes, base_results, classes,
                                   base_card.operating_threshold, not_wagons)], classes)
-        dataset = _chip(cfg, base_card, scenes, work)
+        with step("chipping the scenes"):
+            dataset = _chip(cfg, base_card, scenes, work)
         chips = chips_by_scene(dataset)
         # Inference still to come: each scene once by its fold model, once by the final one.
         budget = Budget(start + budget_s, float(cfg.reserve) * budget_s + 2.2 * one_pass)
         runs = []
-        fold_ids = sorted(set(folds.values()))
         for i, fold in enumerate(fold_ids):
             held = [s for s in scenes if folds[s.name] == fold]
             train_on = sorted(s.name for s in scenes if folds[s.name] != fold)
             data_yaml = write_fold_dataset(work / "folds" / str(fold), dataset, chips, train_on,
                                            int(cfg.val_chips), int(cfg.seed))
-            weights = _finetune(cfg, base, base_card, data_yaml, work / "runs" / f"fold{fold}",
-                                budget, len(fold_ids) + 1 - i, f"fold {fold}")
-            results = run_scenes(weights, [(s.image, s.labels) for s in held], cfg.calibration,
-                                 cfg.device)
+            seconds = budget.next_seconds(len(fold_ids) + 1 - i)
+            with step(f"fine-tune fold {fold} ({seconds:.0f} s)"):
+                weights = _finetune(cfg, base, base_card, data_yaml, work / "runs" / f"fold{fold}",
+                                    budget, seconds, f"fold {fold}")
+            with step(f"scoring fold {fold}'s held-out scenes"):
+                results = run_scenes(weights, [(s.image, s.labels) for s in held],
+                                     cfg.calibration, cfg.device)
             runs.append(FoldRun(fold, held, results, _trained_scenes(data_yaml)))
         data_yaml = write_fold_dataset(work / "folds" / "all", dataset, chips,
                                        [s.name for s in scenes], int(cfg.val_chips),
                                        int(cfg.seed))
-        final = _finetune(cfg, base, base_card, data_yaml, work / "runs" / "final", budget, 1,
-                          "final")
+        seconds = budget.next_seconds(1)
+        with step(f"fine-tune on all scenes ({seconds:.0f} s)"):
+            final = _finetune(cfg, base, base_card, data_yaml, work / "runs" / "final", budget,
+                              seconds, "final")
 
         names = classes
         cands, used = pooled_candidates(runs, names, cfg.calibration)
@@ -147,7 +171,8 @@ def adapt(cfg: DictConfig) -> AdaptResult:
 
         from detector.train.recalibrate import shift_reference
 
-        final_results = run_scenes(final, pairs, cfg.calibration, cfg.device)
+        with step("scoring every scene with the final model"):
+            final_results = run_scenes(final, pairs, cfg.calibration, cfg.device)
         card = read_card(final).to_dict()
         card.update(fields)
         card["metrics"].update(calibration_metrics(cal))
@@ -251,11 +276,11 @@ def _trained_scenes(data_yaml: Path) -> list[str]:
 
 
 def _finetune(cfg: DictConfig, base: Path, card: ModelCard, data_yaml: Path,
-              run_dir: Path, budget: Budget, remaining: int, label: str) -> Path:
-    """Fine-tune from ``base`` on ``data_yaml`` for this model's share of the budget."""
+              run_dir: Path, budget: Budget, seconds: float, label: str) -> Path:
+    """Fine-tune from ``base`` on ``data_yaml`` for ``seconds`` of training (this model's
+    share of the budget, :meth:`Budget.next_seconds`)."""
     from detector.train.train import train
 
-    seconds = budget.next_seconds(remaining)
     task = str(card.task)
     arch = (card.training or {}).get("arch") or (
         "yolo11n-obb.yaml" if task == "obb" else "yolo11n.yaml")
@@ -272,7 +297,7 @@ def _finetune(cfg: DictConfig, base: Path, card: ModelCard, data_yaml: Path,
     tcfg.trainer.time = seconds / 3600
     if cfg.device is not None:
         tcfg.trainer.device = cfg.device
-    log.info("fine-tune %s: %.0f s of training", label, seconds)
+    log.debug("fine-tune %s: %.0f s of training", label, seconds)
     t0 = time.monotonic()
     weights = train(tcfg)
     budget.record(label, seconds, time.monotonic() - t0)

@@ -31,6 +31,7 @@ from detector.data.synthetic import generate_scenes, synth_fingerprint
 from detector.data.writer import DatasetWriter, write_data_yaml, write_dataset_json
 from detector.data.yolo import find_data_yaml, scan_yolo_dataset
 from detector.errors import DetectorError
+from detector.progress import progress as progress_bar
 from detector.raster import (
     GroundResolution,
     check_bands,
@@ -251,7 +252,7 @@ def build_dataset(data_cfg: DictConfig, out: str | Path, task: str = "obb") -> P
         scene_records = []
         # xView keeps every image's boxes in one file; the others have NAME.geojson per scene.
         labels_format = "xview" if settings["source"] == "xview" else "geojson"
-        with tqdm(total=total, unit="chip", desc="chipping") as progress:
+        with progress_bar(total=total, unit="chip", desc="chipping") as progress:
             for plan in plans:
                 chips = chip_scene(plan, assignment, by_block, settings, writer, progress)
                 scene_records.append(_scene_record(plan, assignment, by_block, chips,

@@ -25,17 +25,23 @@ def main(cfg: DictConfig) -> None:
                 raise SystemExit(1)
             return
         results = run_config(cfg)
+        failed = [r for r in results if not r.ok]
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if len(results) == 1 and failed and not multirun:
+            raise DetectorError(failed[0].error)  # printed once, by guarded
         classes = next((list(r.counts["classes"]) for r in results if r.counts), [])
         print(format_table(results, classes))
+        if cfg.get("aoi"):
+            print(f"  AOI applied: {cfg.aoi} (only cars whose centre lies inside are counted; "
+                  "area_km2 is the AOI's area in the scene)")
         for res in results:
             for kind, path in res.outputs.items():
                 print(f"  {kind}: {path}")
-        failed = [r for r in results if not r.ok]
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             return  # failed scenes are in the summary the multirun ends with
         if failed and len(failed) == len(results):
-            raise DetectorError(failed[0].error if len(failed) == 1 else
-                                f"all {len(failed)} scenes failed; see the table above")
+            raise DetectorError(f"all {len(failed)} scenes failed; the reasons are above and in "
+                                f"{cfg.out}/summary.csv")
         if failed:
             raise SystemExit(1)
 

@@ -9,18 +9,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-from tqdm import tqdm
 
+from detector.atomic import check_writable
 from detector.config import compose
-from detector.errors import DetectorError
+from detector.errors import DetectorError, OutputError
+from detector.infer.aoi import read_aoi
 from detector.infer.demo import demo_scene
 from detector.infer.model import Bundle, all_cores, load_bundle
 from detector.infer.outputs import clear_partials, output_paths, write_error
 from detector.infer.results import SceneResult
-from detector.infer.scene import check_tiling, make_predictor, process_scene
+from detector.infer.scene import check_tiling, make_predictor, output_errors, process_scene
 from detector.infer.shards import fail_after_tiles, select_shard, task_device
 from detector.infer.sources import named_scenes
 from detector.infer.summary import summarize
+from detector.progress import progress
 from detector.raster import gdal_cache
 from detector.validation import check_config
 
@@ -84,15 +86,19 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     rest.
 
     With ``shards=N shard=i`` the task takes its area-balanced share of the scenes
-    (:mod:`detector.infer.shards`) and leaves the summary to the reduce step; a scene whose
-    counts JSON exists is skipped, so a rerun redoes only what is missing.
+    (:mod:`detector.infer.shards`) and leaves the summary to the reduce step; a finished
+    scene made from the same inputs is reused (:mod:`detector.infer.reuse`), so a rerun
+    redoes only what is missing or changed.
     ``bundle``/``predictor`` may be injected (tests use a stand-in model).
 
     Raises:
-        DetectorError: a config value that cannot work (with this model too), no scenes,
-            bad shard keys, or weights that cannot be loaded.
+        DetectorError: a config value that cannot work (with this model too), no scenes
+            or a missing one, bad shard keys, or weights that cannot be loaded.
+        OutputError: ``out`` cannot take files (checked first, and on every write).
     """
     check_config(cfg, "infer")
+    if cfg.get("aoi"):
+        read_aoi(cfg.aoi)  # a bad AOI is one line before any work, not one per scene
     scenes = scenes_of(cfg)
     shards, shard = shard_of(cfg)
     mine = select_shard(scenes, [p for p, _ in scenes], shards, shard)
@@ -100,6 +106,7 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
         log.info("shard %d of %d: %d of %d scenes", shard, shards, len(mine), len(scenes))
     if not mine:
         return []
+    check_out(Path(cfg.out))
     if bundle is None:
         device = task_device(cfg.device, shard, _gpu_count())
         bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"))
@@ -111,8 +118,8 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     desc = f"shard {shard}/{shards}" if shards > 1 else "scenes"
     with all_cores(bundle.device), gdal_cache():
         results = [run_scene(path, name, out, bundle, predictor, cfg)
-                   for path, name in tqdm(mine, desc=desc, unit="scene",
-                                          disable=not cfg.progress or len(mine) < 2)]
+                   for path, name in progress(mine, desc=desc, unit="scene",
+                                              enabled=bool(cfg.progress) and len(mine) > 1)]
     if shards == 1 and len(scenes) > 1:
         summarize(out, scenes)
     return results
@@ -131,25 +138,46 @@ def reduce_run(cfg: DictConfig) -> dict[str, int]:
 
 def run_scene(path: Path, name: str, out: Path, bundle: Bundle, predictor: Any,
               cfg: DictConfig) -> SceneResult:
-    """One scene; a failure is written as ``<name>.error.json`` (the reason) and returned."""
+    """One scene; a failure is written as ``<name>.error.json`` (the reason) and returned.
+
+    The reason is not logged here: the caller reports it once (the table, or the exit line).
+
+    Raises:
+        OutputError: the output folder cannot take files (stops the whole run).
+    """
     paths = output_paths(out, name)
     clear_partials(paths)
     if cfg.overwrite:  # the done marker goes first, so a redo killed halfway is not "done"
         paths["counts"].unlink(missing_ok=True)
     try:
         result = process_scene(path, bundle, predictor, cfg, name)
+    except OutputError:
+        raise
     except DetectorError as err:
-        log.error("%s", err)
+        log.debug("%s", err)
         result = SceneResult(path, False, str(err))
     except Exception as err:  # noqa: BLE001 - one bad scene must not stop the others
         log.exception("%s: failed", path)
         result = SceneResult(path, False, f"{path}: {type(err).__name__}: {err}")
     result.name = name
-    if result.ok:
-        paths["error"].unlink(missing_ok=True)
-    else:
-        write_error(paths["error"], path, str(result.error))
+    with output_errors(out):
+        if result.ok:
+            paths["error"].unlink(missing_ok=True)
+        else:
+            write_error(paths["error"], path, str(result.error))
     return result
+
+
+def check_out(out: Path) -> None:
+    """Refuse an output folder that cannot take files before any work is done.
+
+    Raises:
+        OutputError: ``out`` cannot be created or written (full, read-only, no permission).
+    """
+    reason = check_writable(out)
+    if reason:
+        raise OutputError(f"out={out}: cannot write there ({reason}); free space there or "
+                          "choose another out=")
 
 
 def _gpu_count() -> int:

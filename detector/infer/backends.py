@@ -30,12 +30,14 @@ from detector.atomic import atomic_dir
 from detector.errors import DetectorError
 from detector.infer.demo import cache_dir
 from detector.infer.model import Bundle, TorchRunner, model_stride
+from detector.quiet import quiet
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "openvino")
 CHOICES = ("auto", *BACKENDS)
 _PACKAGES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
+_LABELS = {"onnx": "ONNX", "openvino": "OpenVINO"}
 _CPU_PREFERENCE = ("openvino", "onnx", "torch")  # fastest first (see scripts/bench_infer.py)
 
 
@@ -113,8 +115,7 @@ def export_model(bundle: Bundle, backend: str, imgsz: int, batch: int) -> Path:
         return found
     from ultralytics import YOLO
 
-    log.info("exporting %s to %s once (input %d px, batch %d) into %s", bundle.weights.name,
-             backend, imgsz, batch, folder)
+    log.info("exporting the model to %s (once, cached at %s)", _LABELS[backend], folder)
     with atomic_dir(folder) as tmp:
         weights = tmp / "model.pt"
         shutil.copyfile(bundle.weights, weights)
@@ -122,7 +123,7 @@ def export_model(bundle: Bundle, backend: str, imgsz: int, batch: int) -> Path:
         # (YOLO26) stays end-to-end with nms=False, as the torch network runs it.
         nms = False if getattr(bundle.net, "end2end", False) else None
         try:
-            with _no_auto_install():
+            with _no_auto_install(), quiet(log, f"{backend} export"):
                 extra = {"simplify": False} if backend == "onnx" else {}  # onnxslim: not needed
                 YOLO(str(weights), task=bundle.task).export(
                     format=backend, imgsz=imgsz, batch=batch, dynamic=False, nms=nms,

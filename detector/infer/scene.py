@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,14 @@ import rasterio
 import shapely
 from omegaconf import DictConfig, OmegaConf
 from shapely.geometry import box
-from tqdm import tqdm
 
 from detector import calibration
+from detector.atomic import OUTPUT_ERRNOS, atomic_files
 from detector.bundle import ModelCard
-from detector.errors import DetectorError
+from detector.errors import DetectorError, OutputError
 from detector.geometry import pixel_to_map
 from detector.infer import aoi as aoi_mod
+from detector.infer import reuse
 from detector.infer.counting import summarize_counts
 from detector.infer.merge import merge, owned
 from detector.infer.model import Bundle, Predictor, tile_sizes
@@ -28,6 +31,7 @@ from detector.infer.outputs import output_paths, read_detections, write_counts, 
 from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
+from detector.progress import progress as progress_bar
 from detector.raster import (
     GroundResolution,
     band_map_hint,
@@ -161,8 +165,8 @@ def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
     """
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     read, valid_px = 0, 0.0
-    bar = tqdm(total=len(plan.tiles), desc=path.name, unit="tile", disable=not progress,
-               leave=False)
+    bar = progress_bar(total=len(plan.tiles), desc=path.name, unit="tile", enabled=progress,
+                       leave=False)
     with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch,
                         net_size=net_size, area=plan.area) as reader:
         for group, seen in batches(iter(reader), batch):
@@ -249,15 +253,59 @@ def skipped_result(path: Path, paths: dict[str, Path]) -> SceneResult:
                        skipped=True)
 
 
+def scene_inputs(path: Path, bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
+    """What this run counts ``path`` from (:mod:`detector.infer.reuse`)."""
+    settings = {**run_settings(bundle, cfg), "m_per_px": cfg.get("m_per_px")}
+    return reuse.run_inputs(path, bundle.sha256, bundle.card, cfg.get("aoi"), settings)
+
+
+def reused_result(path: Path, paths: dict[str, Path], inputs: dict[str, Any], out: Path
+                  ) -> SceneResult | None:
+    """The finished scene in ``out`` when it was made from ``inputs``, else None (after
+    removing its outputs and saying in one line why it is counted again)."""
+    if not paths["counts"].exists():
+        return None
+    reason = reuse.stale_reason(paths["counts"], inputs)
+    if reason is None:
+        log.info("%s: reusing its finished outputs in %s (same scene file, model, AOI and "
+                 "settings; overwrite=true to redo)", path.name, out)
+        return skipped_result(path, paths)
+    log.info("%s: counting again, not reusing %s: %s", path.name, paths["counts"], reason)
+    for key in ("counts", "geojson", "quicklook"):  # the done marker first
+        paths[key].unlink(missing_ok=True)
+    return None
+
+
+@contextmanager
+def output_errors(out: Path) -> Iterator[None]:
+    """Turn a write that the output folder refuses (full, read-only) into one line that
+    stops the run (:class:`detector.errors.OutputError`)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in OUTPUT_ERRNOS:
+            raise
+        raise OutputError(f"out={out}: cannot write the outputs ({err.strerror}); free space "
+                          "there or choose another out=") from err
+
+
 def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
                   name: str | None = None) -> SceneResult:
     """Run inference on one scene and write its outputs (``<out>/<name>.*``, ``name``
-    defaulting to the file stem; see :func:`detector.infer.outputs.output_paths`)."""
+    defaulting to the file stem; see :func:`detector.infer.outputs.output_paths`).
+
+    A finished scene is reused only when made from the same inputs (:func:`reused_result`);
+    its files are written to temporary names and renamed only when all succeeded.
+
+    Raises:
+        DetectorError: a problem with this scene (its own one-line reason).
+        OutputError: the output folder cannot take the files.
+    """
     out = Path(cfg.out)
     paths = output_paths(out, name or path.stem)
-    if paths["counts"].exists() and not cfg.overwrite:
-        log.info("%s: outputs exist in %s; skipping (overwrite=true to redo)", path.name, out)
-        return skipped_result(path, paths)
+    inputs = scene_inputs(path, bundle, cfg)
+    if not cfg.overwrite and (done := reused_result(path, paths, inputs, out)) is not None:
+        return done
     start = time.perf_counter()
     with open_raster(path) as src:
         plan = plan_scene(src, path, bundle.card, cfg)
@@ -282,21 +330,23 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
         detections = build_detections(cands, plan, bundle.card, bundle.classes, src.transform,
                                       src.crs is not None)
         counted = [d for d in detections if d.score >= bundle.card.threshold(d.cls)]
-        write_detections(paths["geojson"], counted, src.crs)
-        outputs = {"geojson": paths["geojson"], "counts": paths["counts"]}
         counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
                               str(getattr(predictor, "backend", "custom")), cands.valid_px)
         counts.update(shift_fields(bundle.card.shift, feats.array()))
-        if cfg.quicklook:
-            from detector.infer.quicklook import render_quicklook
+        counts["inputs"] = inputs
+        kinds = ["geojson", "counts"] + (["quicklook"] if cfg.quicklook else [])
+        outputs = {k: paths[k] for k in kinds}
+        with output_errors(out), atomic_files(outputs, last="counts") as tmp:
+            write_detections(tmp["geojson"], counted, src.crs)
+            if cfg.quicklook:
+                from detector.infer.quicklook import render_quicklook
 
-            render_quicklook(paths["quicklook"], src, plan.stretch,
-                             [d.corners_px for d in counted], [d.cls for d in counted], counts,
-                             bundle.classes, int(cfg.quicklook_max_side),
-                             float(cfg.quicklook_inset_m) / plan.m_per_px)
-            outputs["quicklook"] = paths["quicklook"]
-    counts["seconds"] = round(time.perf_counter() - start, 2)
-    write_counts(paths["counts"], counts)  # last: its presence marks the scene as done
+                render_quicklook(tmp["quicklook"], src, plan.stretch,
+                                 [d.corners_px for d in counted], [d.cls for d in counted],
+                                 counts, bundle.classes, int(cfg.quicklook_max_side),
+                                 float(cfg.quicklook_inset_m) / plan.m_per_px)
+            counts["seconds"] = round(time.perf_counter() - start, 2)
+            write_counts(tmp["counts"], counts)  # renamed last: it marks the scene as done
     return SceneResult(path, True, None, detections, counts, outputs, features=feats)
 
 

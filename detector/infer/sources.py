@@ -16,7 +16,7 @@ def resolve_sources(source: str | Path) -> list[Path]:
     """Scene paths named by ``source``; a folder's are found in its subfolders too, sorted.
 
     Raises:
-        DetectorError: nothing matches.
+        DetectorError: nothing matches, or a named scene does not exist.
     """
     text = str(source)
     path = Path(text).expanduser()
@@ -40,6 +40,11 @@ def resolve_sources(source: str | Path) -> list[Path]:
         hint = ""
     if not scenes:
         raise DetectorError(f"{source}: {hint}")
+    missing = [p for p in scenes if not p.exists()]
+    if missing:  # before any work, so a misspelt path leaves nothing behind
+        more = f" (and {len(missing) - 1} more listed there)" if len(missing) > 1 else ""
+        raise DetectorError(f"{missing[0]}: no such file{more}; check the path given as "
+                            f"source={source}")
     return scenes
 
 

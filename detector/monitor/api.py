@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from detector.config import compose
 from detector.errors import DetectorError
+from detector.infer.aoi import read_aoi
 from detector.infer.sources import resolve_sources
-from detector.labels import read_geojson
 from detector.monitor.baseline import Assessment, BaselineSettings, Observation, assess
 from detector.monitor.coverage import scene_share
 from detector.monitor.dates import (
@@ -27,6 +26,7 @@ from detector.monitor.dates import (
     unknown_scenes,
 )
 from detector.monitor.inference import Runner, count_scenes
+from detector.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,7 @@ def settings_of(cfg: DictConfig) -> BaselineSettings:
 def _check_aoi(aoi: str | None) -> None:
     if not aoi:
         return
-    if not Path(aoi).is_file():
-        raise DetectorError(f"{aoi}: AOI file not found; give a polygon GeoJSON with aoi=")
-    polys, _ = read_geojson(aoi)
-    if not polys:
-        raise DetectorError(f"{aoi}: AOI has no polygon; draw the area of interest as a Polygon")
+    read_aoi(aoi)  # the one AOI reader: a clear line now, not one per scene later
 
 
 def _site(cfg: DictConfig) -> tuple[str, str | None, Path | None]:
@@ -122,24 +118,40 @@ def _site(cfg: DictConfig) -> tuple[str, str | None, Path | None]:
     return str(folder), str(cfg.aoi) if cfg.get("aoi") else str(aoi), folder / "truth.csv"
 
 
-def _dates_csv(cfg: DictConfig, source: str) -> dict[str, date]:
+def dates_csv_path(cfg: DictConfig, source: str) -> Path | None:
+    """Where scene dates are overridden: ``dates=``, else ``dates.csv`` in a folder source
+    (None for a glob or list source without ``dates=``)."""
     if cfg.get("dates"):
-        if not Path(cfg.dates).is_file():
-            raise DetectorError(f"{cfg.dates}: dates CSV not found; give dates=<scene,date CSV>")
-        return read_dates_csv(cfg.dates)
-    default = Path(source) / "dates.csv"
-    return read_dates_csv(default) if default.is_file() else {}
+        return Path(str(cfg.dates))
+    return Path(source) / "dates.csv" if Path(source).is_dir() else None
 
 
-def inspect(entry: Entry, overrides: dict[str, date], tags: list[str], aoi: str | None
-            ) -> None:
-    """Fill in an entry's date and imaged share, or why it is left out."""
+def _dates_csv(cfg: DictConfig, source: str) -> dict[str, date]:
+    path = dates_csv_path(cfg, source)
+    if cfg.get("dates") and not path.is_file():
+        raise DetectorError(f"{cfg.dates}: dates CSV not found; give dates=<CSV with the "
+                            "header scene,date>")
+    return read_dates_csv(path) if path is not None and path.is_file() else {}
+
+
+def undated_hint(scene: Path, csv_path: Path | None) -> str:
+    """Why a scene has no date and exactly how to give it one."""
+    where = (f"to {csv_path} (a CSV whose first line is the header 'scene,date'; create it "
+             "if missing)" if csv_path is not None else
+             "to a CSV whose first line is the header 'scene,date', and pass it as dates=CSV")
+    return (f"no date in its metadata or file name; add the line "
+            f"'{scene.name},YYYY-MM-DD' {where}")
+
+
+def inspect(entry: Entry, overrides: dict[str, date], tags: list[str], aoi: str | None,
+            csv_path: Path | None = None) -> None:
+    """Fill in an entry's date and imaged share, or why it is left out (``csv_path``: the
+    dates CSV named in the hint for an undated scene)."""
     try:
         scene_tags = read_tags(entry.scene)  # also: is it a readable raster at all
         entry.date = scene_date(entry.scene, overrides, tags, scene_tags)
         if entry.date is None:
-            entry.left_out = ("no date in its metadata or file name; add a line "
-                              f"'{entry.scene.name},YYYY-MM-DD' to dates.csv")
+            entry.left_out = undated_hint(entry.scene, csv_path)
             return
         entry.share = scene_share(entry.scene, aoi)
         if entry.share <= 0:
@@ -182,10 +194,7 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     settings = settings_of(cfg)
     source, aoi, truth = _site(cfg)
     _check_aoi(aoi)
-    scenes = resolve_sources(source)
-    if len(scenes) == 1 and not scenes[0].exists():
-        raise DetectorError(f"{source}: no such file or folder; give source=<folder of dated "
-                            "scenes of one site>")
+    scenes = resolve_sources(source)  # a missing path: one line, before any work
     if aoi is None:
         log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
                     "scene covers the same ground")
@@ -193,9 +202,9 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     for name in unknown_scenes(overrides, scenes):
         log.warning("dates.csv names %s, which is not among the scenes", name)
     entries = [Entry(s) for s in scenes]
-    for entry in tqdm(entries, desc="dates and AOI cover", unit="scene",
-                      disable=not cfg.progress):
-        inspect(entry, overrides, list(cfg.date_tags), aoi)
+    for entry in progress(entries, desc="dates and AOI cover", unit="scene",
+                          enabled=bool(cfg.progress)):
+        inspect(entry, overrides, list(cfg.date_tags), aoi, dates_csv_path(cfg, source))
     drop_duplicates(entries)
     todo = [e for e in entries if e.left_out is None]
     out = Path(cfg.out)

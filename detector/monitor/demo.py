@@ -22,12 +22,12 @@ import rasterio
 import shapely
 from omegaconf import DictConfig, OmegaConf
 from shapely.geometry import MultiPoint, Polygon, box
-from tqdm import tqdm
 
 from detector.atomic import atomic_dir, write_text
 from detector.geometry import map_to_pixel, pixel_to_map
 from detector.infer.demo import cache_dir
 from detector.labels import LabelledPolygon, write_geojson
+from detector.progress import progress as progress_bar
 from detector.raster import write_geotiff
 
 NOT_WAGONS = ("locomotive",)
@@ -121,7 +121,8 @@ def demo_site(demo: DictConfig, progress: bool = True) -> tuple[Path, Path]:
     plan = plan_dates(demo)
     with atomic_dir(folder) as tmp:
         scenes = []
-        for i, item in enumerate(tqdm(plan, desc="demo site", unit="date", disable=not progress)):
+        dates = progress_bar(plan, desc="demo site", unit="date", enabled=progress)
+        for i, item in enumerate(dates):
             scene = generate_scene(item.overrides, item.seed, site_seed=int(demo.site_seed))
             tif = tmp / f"pass_{i + 1:02d}.tif"
             write_geotiff(tif, scene.image, scene.transform, scene.crs, nodata=scene.nodata)

@@ -16,6 +16,7 @@ from typing import Any
 
 from detector.atomic import sha256_file, write_text
 from detector.bundle import card_path, resolve_weights
+from detector.infer.reuse import aoi_identity, scene_identity
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,6 @@ def model_identity(weights: str | Path | None) -> dict[str, Any]:
     card = card_path(path)
     return {"path": str(path), "sha256": sha256_file(path),
             "card_sha256": sha256_file(card) if card.is_file() else None}
-
-
-def aoi_identity(aoi: str | Path | None) -> dict[str, Any] | None:
-    """The AOI file's path and sha256 (None when counting whole scenes)."""
-    if not aoi:
-        return None
-    return {"path": str(aoi), "sha256": sha256_file(aoi)}
-
-
-def scene_identity(scene: Path) -> dict[str, Any]:
-    """The scene file as it is now: path, size and modification time."""
-    stat = scene.stat()
-    return {"path": str(scene), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def result_paths(out: Path, scene: Path) -> tuple[Path, Path]:

@@ -70,6 +70,29 @@ def table_rows(result: Any) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+def flag_line(result: Any, n_flagged: int) -> str:
+    """``flagged: N of M dates``, with how many could be compared and why the others were
+    not (a date needs ``baseline.min_dates`` comparable earlier dates; a partial one images
+    too little of the AOI)."""
+    statuses = [e.verdict.status for e in result.series]
+    compared = sum(s in ("flagged", "ok") for s in statuses)
+    total = len(statuses)
+    line = f"flagged: {n_flagged} of {total} dates"
+    if compared < total:
+        s = result.settings
+        before = (f"in the {s.years:g} years before it" if s.mode == "rolling"
+                  else "in the baseline window")
+        why = []
+        if statuses.count("no history"):
+            why.append(f"{statuses.count('no history')} had fewer than {s.min_dates} "
+                       f"comparable earlier dates {before} (baseline.min_dates)")
+        if statuses.count("partial"):
+            why.append(f"{statuses.count('partial')} imaged too little of the AOI (min_share)")
+        line += (f"; {compared} of {total} could be compared"
+                 + (f": {'; '.join(why)}" if why else ""))
+    return line + (":" if n_flagged else "")
+
+
 def format_table(result: Any) -> str:
     """The plain-text summary: table, flags with reasons, what was left out."""
     header, cells = table_rows(result)
@@ -78,8 +101,7 @@ def format_table(result: Any) -> str:
     lines = [fmt.format(*r).rstrip() for r in [header, *cells]]
     flagged = [e for e in result.series if e.verdict.status == "flagged"]
     lines.append("")
-    lines.append(f"flagged: {len(flagged)} of {len(result.series)} dates"
-                 + (":" if flagged else ""))
+    lines.append(flag_line(result, len(flagged)))
     lines += [f"  {e.date.day} {e.scene.name}: {e.verdict.reason}" for e in flagged]
     if result.left_out:
         lines.append(f"left out: {len(result.left_out)} scene(s):")

@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from detector.geometry import map_to_pixel
 from detector.labels import write_geojson
+from detector.progress import progress
 from detector.quicklook import draw_polygons, save_png, to_rgb
 from detector.raster import write_geotiff
 from detector.synth.scene import SyntheticScene, generate_scene, resolve_config
@@ -98,11 +98,11 @@ def write_scenes(cfg: DictConfig) -> list[Path]:
     indices = range(int(cfg.n_scenes))
     jobs = max(1, int(cfg.get("jobs") or 1))
     if jobs == 1 or len(indices) < 2:
-        return [write_one_scene(cfg, i) for i in tqdm(indices, desc="scenes", disable=None)]
+        return [write_one_scene(cfg, i) for i in progress(indices, desc="scenes", unit="scene")]
     plain = OmegaConf.to_container(cfg, resolve=True)
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(write_one_scene, [plain] * len(indices), indices),
-                         total=len(indices), desc="scenes", disable=None))
+        return list(progress(pool.map(write_one_scene, [plain] * len(indices), indices),
+                             total=len(indices), desc="scenes", unit="scene"))
 
 
 def write_one_scene(cfg: DictConfig | dict, index: int) -> Path:

@@ -121,14 +121,18 @@ def result_polygons(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cfg: Any,
-                       imgsz: int, device: Any = None, split: str = "val") -> MatchedCandidates:
-    """Predict on a split at ``cal_cfg.candidate_conf`` and match every candidate to truth."""
+                       imgsz: int, device: Any = None, split: str = "val",
+                       progress: bool = False) -> MatchedCandidates:
+    """Predict on a split at ``cal_cfg.candidate_conf`` and match every candidate to truth
+    (``progress``: a bar over the chip batches)."""
     from detector.data.yolo import label_path
+    from detector.progress import progress as progress_bar
 
     images = dataset_split_images(data_yaml, split)
     cands = MatchedCandidates(n_classes)
     size = int(cal_cfg.batch)
-    for start in range(0, len(images), size):
+    for start in progress_bar(range(0, len(images), size), desc="calibration chips",
+                              unit="batch", enabled=progress):
         batch = images[start:start + size]
         results = model.predict([str(p) for p in batch], conf=cal_cfg.candidate_conf,
                                 iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
@@ -144,11 +148,12 @@ def collect_candidates(model: Any, data_yaml: str | Path, n_classes: int, cal_cf
 
 
 def run_scenes(weights: str | Path, scenes: Sequence[tuple[Path, Path]], cal_cfg: Any,
-               device: Any = None) -> list[Any]:
+               device: Any = None, progress: bool = False) -> list[Any]:
     """Run the real inference pipeline with the calibration's candidate settings.
 
     One run over all scenes: the bundle is loaded (and its sha256 checked) once. Returns
     the :class:`detector.infer.SceneResult` of each scene (all candidates, tile features).
+    ``progress`` shows inference's bars (scenes, tiles).
     """
     import tempfile
 
@@ -159,7 +164,7 @@ def run_scenes(weights: str | Path, scenes: Sequence[tuple[Path, Path]], cal_cfg
         # tests/test_infer_backends.py), it alone yields the shift features, and a model
         # calibrated once is not worth exporting.
         return run([image for image, _ in scenes], weights, out=out, overwrite=True,
-                   backend="torch", quicklook=False, progress=False,
+                   backend="torch", quicklook=False, progress=progress,
                    conf=float(cal_cfg.candidate_conf),
                    iou=float(cal_cfg.nms.iou), agnostic_nms=bool(cal_cfg.nms.agnostic),
                    **({"device": str(device)} if device is not None else {}))

@@ -46,14 +46,14 @@ def _recorded_scenes(data_yaml: Path, split: str) -> list[tuple[Path, Path]]:
 
 
 def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path | None = None,
-                split: str = "val", scenes: str | Path | None = None, device: Any = None
-                ) -> ModelCard:
+                split: str = "val", scenes: str | Path | None = None, device: Any = None,
+                progress: bool = False) -> ModelCard:
     """Refit the calibration of ``weights``; rewrite its card and return it.
 
     Candidates come from tiled inference on whole labelled scenes — a folder of
     ``NAME.tif`` + ``NAME.geojson`` pairs (``scenes``), or the ``split`` scenes that
     ``data_yaml``'s dataset.json records when ``cal_cfg.level == "scenes"`` — else from the
-    split's chips.
+    split's chips. ``progress`` shows bars over the scenes or chip batches.
 
     Raises:
         DetectorError: no card beside the weights, nothing to calibrate on, or the dataset's
@@ -85,12 +85,12 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
         source = f"{data_yaml.resolve()}:{split}"
     reference = None
     if pairs:
-        results = run_scenes(weights, pairs, cal_cfg, device)
+        results = run_scenes(weights, pairs, cal_cfg, device, progress)
         cands = scene_candidates(results, pairs, names, cal_cfg)
         reference = shift_reference(results, cal_cfg)
     else:
         cands = collect_candidates(YOLO(str(weights)), data_yaml, len(names), cal_cfg,
-                                   card.imgsz, device, split)
+                                   card.imgsz, device, split, progress)
     cal = calibrate(cands, names, int(cal_cfg.min_samples), str(cal_cfg.operating))
     nms = OmegaConf.to_container(cal_cfg.nms, resolve=True)
     metrics = {**card.metrics, **calibration_metrics(cal),
@@ -136,7 +136,7 @@ def main(cfg: DictConfig) -> None:
     def body() -> None:
         check_config(cfg, "recalibrate")
         recalibrate(cfg.weights, cfg.calibration, cfg.dataset, cfg.split, cfg.scenes,
-                    cfg.device)
+                    cfg.device, bool(cfg.progress))
 
     guarded(body)
 
