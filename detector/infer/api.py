@@ -106,11 +106,11 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
         log.info("shard %d of %d: %d of %d scenes", shard, shards, len(mine), len(scenes))
     if not mine:
         return []
-    check_out(Path(cfg.out))
     if bundle is None:
         device = task_device(cfg.device, shard, _gpu_count())
         bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"))
-    check_tiling(cfg, bundle.card)
+    check_tiling(cfg, bundle.card)  # before check_out: a refused run leaves no out folder
+    check_out(Path(cfg.out))
     if predictor is None:
         predictor = make_predictor(bundle, cfg)
     predictor = fail_after_tiles(predictor)
