@@ -102,7 +102,8 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
         return []
     if bundle is None:
         device = task_device(cfg.device, shard, _gpu_count())
-        bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"))
+        # lazy: an exported backend with a cached export never loads the torch network
+        bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"), lazy=True)
     if predictor is None:
         predictor = make_predictor(bundle, cfg)
     predictor = fail_after_tiles(predictor)
@@ -152,6 +153,10 @@ def run_scene(path: Path, name: str, out: Path, bundle: Bundle, predictor: Any,
 
 
 def _gpu_count() -> int:
+    from detector.infer.model import gpu_possible
+
+    if not gpu_possible():
+        return 0
     import torch
 
     return torch.cuda.device_count()

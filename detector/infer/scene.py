@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
 from detector.raster import check_bands, open_raster, scene_m_per_px, scene_stretch
-from detector.shift import shift_fields, tapped, tile_features
+from detector.shift import FeatureLog, shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +195,9 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
     with open_raster(path) as src:
         plan = plan_scene(src, path, bundle.card, cfg)
         imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
-        # Shift alarm: one pooled backbone vector per tile, from a hook (nearly free).
-        # Other backends run the first torch layers on every other batch for it (shift.py).
-        net = getattr(bundle, "net", None)
-        with tile_features(net, (bundle.card.shift or {}).get("layer")) as feats, \
-                tapped(predictor, net, feats.layer if bundle.card.shift else None):
+        # Shift alarm: pooled early-backbone features of every tile, from the same forward
+        # pass (an exported graph's second output, or a hook on the torch network).
+        with scene_features(bundle, predictor) as feats:
             cands = detect_tiles(path, plan, predictor, imgsz, int(cfg.batch or _batch(bundle)),
                                  int(cfg.prefetch), bool(cfg.progress))
         if cands.tiles_read == 0:
@@ -234,6 +234,30 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
     return SceneResult(path, True, None, detections, counts, outputs, features=feats)
 
 
+@contextmanager
+def scene_features(bundle: Bundle, predictor: Any) -> Iterator[FeatureLog]:
+    """The shift features of the tiles ``predictor`` runs inside the block.
+
+    An exported runner hands them over from its graph's second output; the torch network
+    gets a forward hook; another runner (a stand-in) without a loaded network records none,
+    and one with a network runs its first layers for them (:func:`detector.shift.tapped`).
+    """
+    runner = getattr(predictor, "runner", None)
+    layer = getattr(runner, "feature_layer", None)
+    if runner is not None and hasattr(runner, "sink") and layer is not None:
+        feats = FeatureLog(int(layer))
+        runner.sink = feats.parts.append
+        try:
+            yield feats
+        finally:
+            runner.sink = None
+        return
+    net = bundle.net  # loaded by the torch runner; not loaded here for a stand-in
+    with tile_features(net, (bundle.card.shift or {}).get("layer")) as feats, \
+            tapped(predictor, net, feats.layer if bundle.card.shift else None):
+        yield feats
+
+
 def _batch(bundle: Bundle) -> int:
     return 32 if bundle.device.type == "cuda" else 8
 
@@ -259,6 +283,7 @@ def run_settings(bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
         "backend": str(cfg.get("backend") or "auto"),  # as asked; counts JSON: as run
         "device": str(bundle.device),
         "half": bool(bundle.half),
+        "precision": str(cfg.get("precision") or "fp32"),
     }
 
 
@@ -269,6 +294,6 @@ def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
     s = run_settings(bundle, cfg)
     imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
     runner = make_runner(bundle, str(cfg.get("backend") or "auto"), imgsz,
-                         int(cfg.batch or _batch(bundle)))
+                         int(cfg.batch or _batch(bundle)), str(cfg.get("precision") or "fp32"))
     return Predictor(bundle, s["candidate_conf"], s["nms"]["iou"], s["nms"]["max_det"],
                      s["nms"]["agnostic"], runner)
