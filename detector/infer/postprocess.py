@@ -53,7 +53,8 @@ def postprocess(raw: np.ndarray, rotated: bool, nc: int, conf: float, iou: float
         end2end: ``raw`` comes from an NMS-free end-to-end head.
 
     Returns:
-        One :class:`TileDetections` per tile, boxes sorted by descending score.
+        One :class:`TileDetections` per tile (after NMS sorted by descending score; an
+        end-to-end head's rows in its own order).
     """
     raw = np.asarray(raw, dtype=np.float32)
     rows = [_end2end_rows(p, conf, max_det) if end2end else
