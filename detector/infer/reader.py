@@ -5,7 +5,8 @@ only the part of a tile window inside the raster is read (float windows, so the 
 grid is exact); the rest is filled with the normalisation's neutral ``fill``, and so are
 nodata pixels. Tiles without a single valid pixel are skipped before their data is read.
 A background thread with its own dataset handle keeps a bounded queue of ready tiles, so
-the model never waits on I/O and memory stays bounded.
+the model never waits on I/O and memory stays bounded; it also shrinks each tile into the
+quicklook's overview when asked, so the scene is decoded once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -62,8 +64,9 @@ class PrefetchReader:
     """
 
     def __init__(self, path: str | Path, tiles: Sequence[Tile], out_size: int,
-                 stretch: Stretch, depth: int = 16):
+                 stretch: Stretch, depth: int = 16, overview: Any = None):
         self.path, self.tiles, self.out_size, self.stretch = Path(path), tiles, out_size, stretch
+        self.overview = overview  # gets every tile read (``paste(tile, image)``), or None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="tile-reader", daemon=True)
@@ -84,6 +87,8 @@ class PrefetchReader:
             with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(self.path) as src:
                 for index, tile in enumerate(self.tiles):
                     image = read_tile(src, tile, self.out_size, self.stretch)
+                    if image is not None and self.overview is not None:
+                        self.overview.paste(tile, image)  # the quicklook's overview, ~free
                     if not self._put(TileImage(index, tile, image)):
                         return
         except Exception as err:  # noqa: BLE001 - re-raised in the consumer

@@ -97,13 +97,18 @@ def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: Di
 
 
 def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
-                 prefetch: int = 16, progress: bool = True) -> Candidates:
-    """Stream tiles through ``predictor``; keep what each tile owns (source pixels)."""
+                 prefetch: int = 16, progress: bool = True, overview: Any = None
+                 ) -> Candidates:
+    """Stream tiles through ``predictor``; keep what each tile owns (source pixels).
+
+    ``overview`` (a quicklook :class:`detector.infer.quicklook.Overview`) gets every tile.
+    """
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     read = 0
     bar = tqdm(total=len(plan.tiles), desc=path.name, unit="tile", disable=not progress,
                leave=False)
-    with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch) as reader:
+    with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch,
+                        overview=overview) as reader:
         for group, seen in batches(iter(reader), batch):
             if group:
                 outputs = predictor(np.stack([item.image for item in group]))
@@ -197,9 +202,15 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
         imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
         # Shift alarm: pooled early-backbone features of every tile, from the same forward
         # pass (an exported graph's second output, or a hook on the torch network).
+        overview = None
+        if cfg.quicklook:
+            from detector.infer.quicklook import Overview
+
+            overview = Overview(src.width, src.height, int(cfg.quicklook_max_side),
+                                plan.stretch.fill)
         with scene_features(bundle, predictor) as feats:
             cands = detect_tiles(path, plan, predictor, imgsz, int(cfg.batch or _batch(bundle)),
-                                 int(cfg.prefetch), bool(cfg.progress))
+                                 int(cfg.prefetch), bool(cfg.progress), overview)
         if cands.tiles_read == 0:
             raise DetectorError(f"{path}: every pixel is nodata"
                                 f"{' inside the AOI' if plan.area is not None else ''}; "
@@ -224,10 +235,10 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
         if cfg.quicklook:
             from detector.infer.quicklook import render_quicklook
 
-            render_quicklook(paths["quicklook"], src, plan.stretch,
+            render_quicklook(paths["quicklook"], overview, src, plan.stretch,
                              [d.corners_px for d in counted], [d.cls for d in counted], counts,
-                             bundle.classes, int(cfg.quicklook_max_side),
-                             float(cfg.quicklook_inset_m) / plan.m_per_px)
+                             bundle.classes, float(cfg.quicklook_inset_m) / plan.m_per_px,
+                             plan.area)
             outputs["quicklook"] = paths["quicklook"]
     counts["seconds"] = round(time.perf_counter() - start, 2)
     write_counts(paths["counts"], counts)  # last: its presence marks the scene as done
