@@ -130,3 +130,36 @@ def test_auto_falls_back_to_torch_when_an_export_fails(monkeypatch):
     assert backends.make_runner(bundle, "auto", 512, 8).name == "torch"
     with pytest.raises(DetectorError, match="export failed"):
         backends.make_runner(bundle, backend, 512, 8)
+
+
+def test_a_cached_export_runs_without_torch_ultralytics_or_matplotlib(cache, tmp_path):
+    """`python -m detector.infer` with a cached export: the whole run (quicklook included)
+    imports none of them (checked with -X importtime, which lists every module loaded)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import random_scene
+
+    backend = next((b for b in ("openvino", "onnx") if backends.installed(b)), None)
+    if backend is None:
+        pytest.skip("neither onnxruntime nor openvino is installed")
+    bundle = load_bundle(None, "cpu", lazy=True)
+    assert bundle.net is None
+    backends.export_model(bundle, backend, bundle.imgsz, 8)  # as the CLI asks on a CPU
+    scene = random_scene(tmp_path / "tiny.tif", (300, 300))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "detector.infer", f"source={scene}",
+         f"out={tmp_path / 'out'}", f"backend={backend}", "device=cpu", "progress=false"],
+        capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+               for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "detector" in modules and "rasterio" in modules  # the listing is complete
+    assert not modules & {"torch", "torchvision", "ultralytics", "matplotlib"}, (
+        sorted(modules & {"torch", "torchvision", "ultralytics", "matplotlib"}))
+    assert (tmp_path / "out" / "tiny.png").stat().st_size > 1000
+    counts = json.loads((tmp_path / "out" / "tiny.counts.json").read_text())
+    assert counts["backend"] == backend and counts["shift"] is not None  # features: no torch

@@ -239,6 +239,8 @@ class OpenVinoRunner(ExportedRunner):
 
         super().__init__(path, batch)
         core = ov.Core()
+        # The compiled model is cached beside the export: later runs load it (start-up).
+        core.set_property({"CACHE_DIR": str(path.parent / "compiled")})
         # fp32 keeps scores as the calibration saw them (bf16 is the default on some CPUs);
         # an INT8 model runs its quantised layers in int8 whatever this says.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _cores(),
