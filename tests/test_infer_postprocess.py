@@ -74,7 +74,8 @@ def test_end_to_end_head_is_only_filtered(rotated):
     ours = postprocess(rows, rotated, 4, 0.4, 0.5, True, 100, end2end=True)
     theirs = _ultralytics(rows, rotated, 4, 0.4, 0.5, True, 100, True)
     _same(ours, theirs, rotated)
-    assert all(len(d.scores) == min(100, int((r[:, 4] > 0.4).sum())) for d, r in zip(ours, rows))
+    assert all(len(d.scores) == min(100, int((r[:, 4] > 0.4).sum()))
+               for d, r in zip(ours, rows, strict=True))
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ COUNTS = {"scene": "s.tif", "wagons": {"count": 2, "ci95": [1, 3]},
 
 def _smooth_scene(path, size=(700, 500)):
     """A scene of smooth gradients (a decimated read and shrunk tiles agree on it)."""
-    from tests.helpers import TRANSFORM, UTM
     from detector.raster import write_geotiff
+    from tests.helpers import TRANSFORM, UTM
 
     yy, xx = np.mgrid[0:size[1], 0:size[0]]
     data = np.stack([xx * 255 // size[0], yy * 255 // size[1], (xx + yy) * 255 //
