@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -184,14 +184,14 @@ def read_image(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_siz
 
 def stats_pixels(src: rasterio.DatasetReader, bands: list[int],
                  budget: int = _STATS_PIXELS) -> np.ndarray:
-    """(C, N) float64 values of up to ``budget`` valid pixels spread over the whole scene.
+    """(C, N) values (the raster's dtype) of up to ``budget`` valid pixels over the scene.
 
     The sample the stretch percentiles come from, for training chips and inference tiles
     alike. A scene with overviews, or one of at most ``_STATS_DECODE * budget`` pixels, is
     read decimated (GDAL takes the overviews); a larger scene without overviews is sampled
     by whole blocks (strips or tiles) on a diagonal lattice (block row + column divisible by
-    k), so only about ``_STATS_DECODE * budget`` pixels are decoded, not the whole scene. Invalid pixels (the
-    mask) and non-finite values are left out.
+    k), so only about ``_STATS_DECODE * budget`` pixels are decoded, not the whole scene.
+    Invalid pixels (the mask) and non-finite values are left out.
     """
     width, height = src.width, src.height
     if src.overviews(bands[0]) or width * height <= _STATS_DECODE * budget:
@@ -199,6 +199,7 @@ def stats_pixels(src: rasterio.DatasetReader, bands: list[int],
         shape = (max(1, round(height / scale)), max(1, round(width / scale)))
         data = src.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
         return _valid_values(data, valid_mask(src, Window(0, 0, width, height), shape))
+    masked = MaskFlags.all_valid not in src.mask_flag_enums[bands[0] - 1]
     bh, bw = src.block_shapes[bands[0] - 1]
     rows, cols = math.ceil(height / bh), math.ceil(width / bw)
     every = max(1, math.ceil(width * height / (_STATS_DECODE * budget)))
@@ -207,15 +208,36 @@ def stats_pixels(src: rasterio.DatasetReader, bands: list[int],
     for r, c in ((r, c) for r in range(rows) for c in range(cols) if (r + c) % every == 0):
         window = Window(c * bw, r * bh, min(bw, width - c * bw), min(bh, height - r * bh))
         data = src.read(bands, window=window)[:, ::step, ::step]
-        valid = src.read_masks(1, window=window)[::step, ::step] > 0
+        valid = (src.read_masks(1, window=window)[::step, ::step] > 0) if masked else None
         parts.append(_valid_values(data, valid))
     return np.concatenate(parts, axis=1)
 
 
-def _valid_values(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(C, N) float64 of the pixels valid in the mask and finite in every band."""
-    pixels = data[:, valid].astype(np.float64)
-    return pixels[:, np.isfinite(pixels).all(axis=0)]
+def _valid_values(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """(C, N) pixels (in their own dtype) valid in the mask and finite in every band."""
+    pixels = data.reshape(data.shape[0], -1) if valid is None else data[:, valid]
+    if np.issubdtype(pixels.dtype, np.floating):
+        pixels = pixels[:, np.isfinite(pixels).all(axis=0)]
+    return pixels
+
+
+def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
+    """``np.percentile(values, q)`` (linear interpolation), by counting for integer data.
+
+    Integer pixels (uint8, uint16, ...) are counted in one pass instead of sorted: the same
+    order statistics, several times faster on millions of pixels.
+    """
+    values = np.asarray(values).ravel()
+    if (not np.issubdtype(values.dtype, np.integer) or not values.size
+            or int(values.max()) - int(values.min()) > 1 << 20):
+        return np.percentile(values.astype(np.float64), q)
+    low = int(values.min())
+    counts = np.cumsum(np.bincount(values.astype(np.int64) - low))
+    pos = np.asarray(q, float) / 100 * (values.size - 1)
+    below, above = np.floor(pos).astype(int), np.ceil(pos).astype(int)
+    lo_v = np.searchsorted(counts, below + 1) + low
+    hi_v = np.searchsorted(counts, above + 1) + low
+    return lo_v + (hi_v - lo_v) * (pos - below)
 
 
 def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
@@ -237,11 +259,10 @@ def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
     if not pixels.shape[1]:
         return np.zeros(len(bands)), np.ones(len(bands))
     if method == "joint_percentile":
-        pooled = np.percentile(pixels, [lo_pct, hi_pct])
+        pooled = percentiles(pixels, [lo_pct, hi_pct])
         low, high = np.full(len(bands), pooled[0]), np.full(len(bands), pooled[1])
     else:
-        low = np.percentile(pixels, lo_pct, axis=1)
-        high = np.percentile(pixels, hi_pct, axis=1)
+        low, high = np.array([percentiles(band, [lo_pct, hi_pct]) for band in pixels]).T
     return low, np.maximum(high, low + 1e-6)
 
 

@@ -76,6 +76,16 @@ def test_sample_ignores_nodata_and_non_finite_values(tmp_path):
     assert high == pytest.approx(exact[1], abs=STATS_TOLERANCE * (exact[1] - exact[0]))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_percentiles_by_counting_equal_numpy(dtype):
+    rng = np.random.default_rng(5)
+    values = rng.normal(100, 40, 100_001).clip(-300 if dtype == np.int16 else 0, 255)
+    values = values.astype(dtype)
+    q = [0.0, 0.5, 2.0, 50.0, 99.5, 100.0]
+    np.testing.assert_allclose(raster.percentiles(values, q),
+                               np.percentile(values.astype(float), q), rtol=1e-12)
+
+
 def test_small_scene_reads_every_pixel(tmp_path):
     data = _yard(300, seed=3)
     path = tmp_path / "small.tif"

@@ -120,6 +120,9 @@ def export_model(bundle: Bundle, backend: str, imgsz: int, batch: int,
     found = _artifact(folder, backend)
     if found is not None:
         return found
+    if precision == "int8" and importlib.util.find_spec("nncf") is None:
+        raise DetectorError("precision=int8 quantises the model once with NNCF, which is not "
+                            "installed; pip install -e '.[int8]' or set precision=fp32")
     from detector.infer.export import calibration_batches, export_graph
 
     log.info("exporting %s to %s %s once (input %d px, batch %d) into %s", bundle.weights.name,
