@@ -228,8 +228,8 @@ def time_parts(scene: Path, weights: str | None, images: np.ndarray, info: dict,
         start = time.perf_counter()
         scene_stretch(src, dict(card.normalization))
         parts["stretch"] = time.perf_counter() - start
-        overview = Overview(src.width, src.height, 1600)
         cfg = config(scene, weights, device="cpu", backend="torch")
+        overview = Overview(src.width, src.height, int(cfg.quicklook_max_side))
         plan = plan_scene(src, scene, card, cfg)
         start = time.perf_counter()  # tiles and images pair up only roughly: a timing
         for tile, image in zip(plan.tiles, images, strict=False):
