@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -45,7 +45,13 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {
 NORMALIZATION_METHODS = ("joint_percentile", "percentile", "none")
 # Enough for one tile row of strips of a non-tiled GeoTIFF, small against the scene.
 GDAL_CACHE_BYTES = 256 * 2**20
-_STATS_MAX_SIDE = 1024
+_STATS_PIXELS = 1024 * 1024  # pixels the stretch percentiles are taken over
+# Scenes above _STATS_DECODE * _STATS_PIXELS px (16 Mpx) without overviews are sampled by
+# blocks: at most that many pixels decoded, every 4th pixel of them kept.
+_STATS_DECODE = 16
+# Stretch percentiles from such a sample differ from those of every pixel by at most this
+# share of the stretch's range (tests/test_raster_stretch.py checks it on generated yards).
+STATS_TOLERANCE = 0.025
 
 
 def check_normalization(spec: Any) -> dict[str, Any]:
@@ -416,9 +422,68 @@ def read_image(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple[
     return to_uint8(data, low, high, valid, fill), valid
 
 
+def stats_pixels(src: rasterio.DatasetReader, bands: list[int],
+                 budget: int = _STATS_PIXELS) -> np.ndarray:
+    """(C, N) values (the raster's dtype) of up to ``budget`` valid pixels over the scene.
+
+    The sample the stretch percentiles come from, for training chips and inference tiles
+    alike. A scene with overviews, or one of at most ``_STATS_DECODE * budget`` pixels, is
+    read decimated (GDAL takes the overviews); a larger scene without overviews is sampled
+    by whole blocks (strips or tiles) on a diagonal lattice (block row + column divisible by
+    k), so only about ``_STATS_DECODE * budget`` pixels are decoded, not the whole scene.
+    Invalid pixels (the mask) and non-finite values are left out.
+    """
+    width, height = src.width, src.height
+    if src.overviews(bands[0]) or width * height <= _STATS_DECODE * budget:
+        scale = max(1.0, max(width, height) / math.sqrt(budget))
+        shape = (max(1, round(height / scale)), max(1, round(width / scale)))
+        data = src.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+        return _valid_values(data, valid_mask(src, Window(0, 0, width, height), shape))
+    masked = MaskFlags.all_valid not in src.mask_flag_enums[bands[0] - 1]
+    bh, bw = src.block_shapes[bands[0] - 1]
+    rows, cols = math.ceil(height / bh), math.ceil(width / bw)
+    every = max(1, math.ceil(width * height / (_STATS_DECODE * budget)))
+    step = max(1, round(math.sqrt(_STATS_DECODE)))  # pixels kept per decoded pixel: 1/step²
+    parts = []
+    for r, c in ((r, c) for r in range(rows) for c in range(cols) if (r + c) % every == 0):
+        window = Window(c * bw, r * bh, min(bw, width - c * bw), min(bh, height - r * bh))
+        data = src.read(bands, window=window)[:, ::step, ::step]
+        valid = (src.read_masks(1, window=window)[::step, ::step] > 0) if masked else None
+        parts.append(_valid_values(data, valid))
+    return np.concatenate(parts, axis=1)
+
+
+def _valid_values(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """(C, N) pixels (in their own dtype) valid in the mask and finite in every band."""
+    pixels = data.reshape(data.shape[0], -1) if valid is None else data[:, valid]
+    if np.issubdtype(pixels.dtype, np.floating):
+        pixels = pixels[:, np.isfinite(pixels).all(axis=0)]
+    return pixels
+
+
+def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
+    """``np.percentile(values, q)`` (linear interpolation), by counting for integer data.
+
+    Integer pixels (uint8, uint16, ...) are counted in one pass instead of sorted: the same
+    order statistics, several times faster on millions of pixels.
+    """
+    values = np.asarray(values).ravel()
+    if (not np.issubdtype(values.dtype, np.integer) or not values.size
+            or int(values.max()) - int(values.min()) > 1 << 20):
+        return np.percentile(values.astype(np.float64), q)
+    low = int(values.min())
+    counts = np.cumsum(np.bincount(values.astype(np.int64) - low))
+    pos = np.asarray(q, float) / 100 * (values.size - 1)
+    below, above = np.floor(pos).astype(int), np.ceil(pos).astype(int)
+    lo_v = np.searchsorted(counts, below + 1) + low
+    hi_v = np.searchsorted(counts, above + 1) + low
+    return lo_v + (hi_v - lo_v) * (pos - below)
+
+
 def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band (low, high) of the stretch for a whole scene, from a decimated read.
+    """Per-band (low, high) of the stretch for a whole scene, from a sample of its pixels
+    (:func:`stats_pixels`: within :data:`STATS_TOLERANCE` of the percentiles of every pixel).
 
     Returns float arrays of shape (C,) for the spec's bands.
     """
@@ -429,21 +494,15 @@ def scene_stretch(src: rasterio.DatasetReader, normalization: dict[str, Any]
                             f"{list(NORMALIZATION_METHODS)}")
     if method == "none":
         return np.zeros(len(bands)), np.full(len(bands), 255.0)
-    scale = max(src.width, src.height) / _STATS_MAX_SIDE
-    shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
-    window = Window(0, 0, src.width, src.height)
-    data = src.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
-    valid = valid_mask(src, window, shape, data)
+    pixels = stats_pixels(src, bands)
     lo_pct, hi_pct = normalization.get("percentiles", DEFAULT_NORMALIZATION["percentiles"])
-    if not valid.any():
+    if not pixels.shape[1]:
         return np.zeros(len(bands)), np.ones(len(bands))
-    pixels = data[:, valid].astype(np.float64)
     if method == "joint_percentile":
-        pooled = np.percentile(pixels, [lo_pct, hi_pct])
+        pooled = percentiles(pixels, [lo_pct, hi_pct])
         low, high = np.full(len(bands), pooled[0]), np.full(len(bands), pooled[1])
     else:
-        low = np.percentile(pixels, lo_pct, axis=1)
-        high = np.percentile(pixels, hi_pct, axis=1)
+        low, high = np.array([percentiles(band, [lo_pct, hi_pct]) for band in pixels]).T
     return low, np.maximum(high, low + 1e-6)
 
 

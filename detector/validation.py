@@ -130,6 +130,7 @@ RULES: dict[str, dict[str, Rule]] = {
               "prefetch": between(1, None, integer=True),
               "m_per_px": between(0, None, open_lo=True, optional=True),
               "overwrite": boolean(), "quicklook": boolean(), "progress": boolean(),
+              "precision": one_of("fp32", "int8"),
               "quicklook_max_side": between(16, None, integer=True),
               "quicklook_inset_m": between(0, None, open_lo=True),
               **prefixed("tiling", TILING), **prefixed("merge", MERGE)},

@@ -2,18 +2,24 @@
 
 On a generated dense scene and a sparse one (``--size`` px square, default 8000):
 
-* ``python -m detector.infer`` as a whole process (start-up included, exports cached by a
-  warm-up run) vs SAHI ``get_sliced_prediction`` predict-only (scene already decoded and
-  stretched in memory) as shipped (its defaults: batch 1, torch's default threads) and with
-  every core (all cores, best of ``--sahi-batches``); same weights, slice size and overlap;
-* the pure forward pass of each installed backend (torch, ONNX Runtime, OpenVINO) over the
-  very same tiles: the whole process should take at most 1.25x the forward of its backend;
+* ``python -m detector.infer`` as a whole process (start-up and quicklook included, exports
+  cached by a warm-up run) vs SAHI ``get_sliced_prediction`` predict-only (scene already
+  decoded and stretched in memory) as shipped (its defaults: batch 1, torch's default
+  threads) and with every core (all cores, best of ``--sahi-batches``); same weights, slice
+  size and overlap;
+* the pure forward pass of each installed backend (torch, ONNX Runtime, OpenVINO FP32 and
+  INT8) over the very same tiles: the whole process should take at most 1.25x the forward of
+  its backend; and the parts around it: stretch, overview, quicklook (target < 0.3 s);
+* start-up: ``python -m detector.infer`` on a tiny scene (target < 1.5 s with OpenVINO), its
+  import time, and whether torch or matplotlib were imported (they must not be);
 * counting time vs number of candidates (1k, 5k, 20k; target under 1 s at 20k);
 * peak RSS of detector.infer on the dense scene and on a 2x2 copy (4x the area; target
   at most 1.2x).
 
     python scripts/bench_infer.py --size 8000 --workdir /tmp/bench   # the full benchmark
     python scripts/bench_infer.py --quick                           # a 1500 px smoke run
+
+SAHI comes with ``pip install -e '.[bench]'``; INT8 needs ``nncf`` (also in ``bench``).
 
 Run it on a quiet machine: every figure is wall-clock time.
 """
@@ -41,7 +47,7 @@ from detector.infer.counting import summarize_counts
 from detector.infer.model import all_cores, load_bundle, pick_device
 from detector.infer.reader import read_tile
 from detector.infer.scene import make_predictor, plan_scene
-from detector.labels import read_geojson
+from detector.labels import read_geojson, to_pixel
 from detector.raster import gdal_cache, to_uint8
 
 # Vehicles drawn per 8000² px scene (min, max); scaled with the area for other sizes.
@@ -86,7 +92,7 @@ def whole_process(scene: Path, weights: str | None, device: str, backend: str, o
                   ) -> tuple[float, dict]:
     """Wall seconds of ``python -m detector.infer`` on ``scene`` and its counts JSON."""
     cmd = [sys.executable, "-m", "detector.infer", f"source={scene}", f"out={out}",
-           "quicklook=false", "progress=false", "overwrite=true", f"device={device}",
+           "progress=false", "overwrite=true", f"device={device}",
            f"backend={backend}", *([f"weights={weights}"] if weights else [])]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -109,9 +115,10 @@ def scene_tiles(scene: Path, weights: str | None, device: str) -> tuple[np.ndarr
     return np.stack(tiles), info
 
 
-def time_forward(images: np.ndarray, weights: str | None, device: str, backend: str) -> float:
+def time_forward(images: np.ndarray, weights: str | None, device: str, backend: str,
+                 precision: str = "fp32") -> float:
     """Seconds of the bare forward pass of ``backend`` over ``images`` (export cached)."""
-    cfg = config(None, weights, device=device, backend=backend)
+    cfg = config(None, weights, device=device, backend=backend, precision=precision)
     bundle = load_bundle(cfg.weights, cfg.device, cfg.half)
     predictor = make_predictor(bundle, cfg)
     batch = int(cfg.batch or (32 if bundle.device.type == "cuda" else 8))
@@ -123,6 +130,12 @@ def time_forward(images: np.ndarray, weights: str | None, device: str, backend: 
             predictor.forward(images[k:k + batch])
         _sync(bundle.device)
     return time.perf_counter() - start
+
+
+def installed_nncf() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
 
 
 def _sync(device) -> None:
@@ -203,6 +216,70 @@ def peak_rss_mb(scene: Path, weights: str | None, device: str, backend: str, out
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["rss_mb"])
 
 
+def time_parts(scene: Path, weights: str | None, images: np.ndarray, info: dict,
+               backend: str) -> dict[str, float]:
+    """Seconds of the parts around the forward: stretch, overview, quicklook, postprocess."""
+    from detector.infer.quicklook import Overview, render_quicklook
+    from detector.raster import scene_stretch
+
+    card = info["card"]
+    parts: dict[str, float] = {}
+    with rasterio.open(scene) as src:
+        start = time.perf_counter()
+        scene_stretch(src, dict(card.normalization))
+        parts["stretch"] = time.perf_counter() - start
+        cfg = config(scene, weights, device="cpu", backend="torch")
+        overview = Overview(src.width, src.height, int(cfg.quicklook_max_side))
+        plan = plan_scene(src, scene, card, cfg)
+        start = time.perf_counter()  # tiles and images pair up only roughly: a timing
+        for tile, image in zip(plan.tiles, images, strict=False):
+            overview.paste(tile, image)
+        parts["overview (reader thread)"] = time.perf_counter() - start
+        labels, crs = read_geojson(scene.with_suffix(".geojson"))  # as many boxes as cars
+        corners = [p.corners for p in to_pixel(labels, crs, src.crs, src.transform, scene)]
+        names = [card.classes[0]] * len(corners)
+        fake = {"scene": str(scene), "wagons": {"count": len(corners), "ci95": [0, 0]},
+                "classes": {card.classes[0]: {"count": len(corners), "ci95": [0, 0]}}}
+        start = time.perf_counter()
+        render_quicklook(scene.parent / "bench_quicklook.png", overview, src, plan.stretch,
+                         corners, names, fake, list(card.classes),
+                         float(cfg.quicklook_inset_m) / plan.m_per_px)
+        parts["quicklook render"] = time.perf_counter() - start
+    return parts
+
+
+def startup(workdir: Path, weights: str | None, device: str, backend: str, runs: int = 3
+            ) -> tuple[float, float, list[str]]:
+    """Best wall seconds of ``python -m detector.infer`` on a tiny scene, the import time of
+    its modules, and which of torch/ultralytics/matplotlib it imported."""
+    from detector.raster import write_geotiff
+
+    scene = workdir / "tiny" / "tiny.tif"
+    if not scene.exists():
+        from affine import Affine
+
+        data = np.random.default_rng(0).integers(0, 255, (3, 300, 300), np.uint8)
+        write_geotiff(scene, data, Affine(0.5, 0, 600000, 0, -0.5, 5200000), "EPSG:32632")
+    cmd = [sys.executable, "-X", "importtime", "-m", "detector.infer", f"source={scene}",
+           f"out={workdir / 'tiny' / 'out'}", "progress=false", "overwrite=true",
+           f"device={device}", f"backend={backend}", *([f"weights={weights}"] if weights else [])]
+    best, imports, heavy = float("inf"), 0.0, set()
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"detector.infer failed: {proc.stderr.strip().splitlines()[-1:]}")
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("import time:")]
+        total = sum(int(ln.split("|")[0].split(":")[1]) for ln in lines if "|" in ln
+                    and ln.split("|")[0].split(":")[1].strip().isdigit()) / 1e6
+        names = {ln.rsplit("|", 1)[-1].strip().split(".")[0] for ln in lines}
+        heavy |= names & {"torch", "ultralytics", "matplotlib"}
+        if seconds < best:
+            best, imports = seconds, total
+    return best, imports, sorted(heavy)
+
+
 def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
                 ) -> dict[str, float]:
     """Every timing of one scene; prints them and returns the ratios."""
@@ -216,12 +293,21 @@ def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
     print(f"  detector.infer whole process ({counts['backend']}) {t_whole:8.2f} s  "
           f"wagons {counts['wagons']['count']} ci95 {counts['wagons']['ci95']}")
     forwards = {}
-    for name in BACKENDS:
-        if installed(name) and (name == "torch" or pick_device(args.device).type == "cpu"):
-            forwards[name] = time_forward(images, args.weights, args.device, name)
-            print(f"  forward only, {name:<8}          {forwards[name]:8.2f} s  "
-                  f"({1000 * forwards[name] / len(images):.1f} ms/tile)")
+    runs = [(name, "fp32") for name in BACKENDS
+            if installed(name) and (name == "torch" or pick_device(args.device).type == "cpu")]
+    if ("openvino", "fp32") in runs and not args.skip_int8 and installed_nncf():
+        runs.append(("openvino", "int8"))
+    for name, precision in runs:
+        key = name if precision == "fp32" else f"{name}-{precision}"
+        forwards[key] = time_forward(images, args.weights, args.device, name, precision)
+        print(f"  forward only, {key:<14}    {forwards[key]:8.2f} s  "
+              f"({1000 * forwards[key] / len(images):.1f} ms/tile)")
+    for part, seconds in time_parts(scene, args.weights, images, info, backend).items():
+        print(f"  {part:<36} {seconds:8.3f} s")
     ratios = {f"{kind}: whole / forward({backend})": t_whole / forwards[backend]}
+    if "openvino-int8" in forwards:
+        ratios[f"{kind}: forward fp32 / int8 (openvino)"] = (forwards["openvino"]
+                                                            / forwards["openvino-int8"])
     if not args.skip_sahi:
         shipped, _, n_shipped = time_sahi(scene, info, args.device, [0], False)
         batches = [int(b) for b in args.sahi_batches.split(",")]
@@ -245,6 +331,8 @@ def main() -> None:
     parser.add_argument("--sahi-batches", default="1,4,8,16")
     parser.add_argument("--skip-sahi", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-int8", action="store_true",
+                        help="no OpenVINO INT8 forward (its export takes minutes the first time)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keeps generated scenes between runs (default: a temp folder)")
@@ -257,6 +345,10 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, device {args.device}, backend {backend}")
 
     ratios: dict[str, float] = {}
+    seconds, imports, heavy = startup(workdir, args.weights, args.device, backend)
+    print(f"start-up on a 300x300 px scene ({backend}): {seconds:.2f} s, imports "
+          f"{imports:.2f} s, heavy modules imported: {', '.join(heavy) or 'none'}")
+    ratios["start-up on a tiny scene, s"] = seconds
     for kind in SCENES:
         ratios |= bench_scene(kind, args, workdir, backend)
 
@@ -277,7 +369,8 @@ def main() -> None:
         ratios[f"peak RSS {2 * args.size}^2 / {args.size}^2"] = large / small
 
     targets = {"whole / forward": "<= 1.25", "SAHI shipped / whole": ">= 2.5",
-               "SAHI every core / whole": ">= 2", "counting": "< 1 s", "peak RSS": "<= 1.2"}
+               "SAHI every core / whole": ">= 2", "counting": "< 1 s", "peak RSS": "<= 1.2",
+               "start-up": "< 1.5 s"}
     print("\nratios (target):")
     for name, value in ratios.items():
         target = next((t for key, t in targets.items() if key in name), "")

@@ -45,16 +45,20 @@ def random_scene(path: Path, size: tuple[int, int] = (200, 150), seed: int = 0,
 
 
 def save_untrained(path: Path, task: str = "obb", card: bool = True, imgsz: int = 128,
-                   **card_fields) -> Path:
+                   family: str = "yolo11", **card_fields) -> Path:
     """A tiny untrained YOLO with our 4 classes, saved so that YOLO(path) loads it, with a
-    card (identity-ish calibration unless ``card_fields`` say otherwise)."""
+    card (identity-ish calibration unless ``card_fields`` say otherwise).
+
+    ``family`` ``yolo26`` builds the NMS-free end-to-end head (``yolo26n*.yaml``)."""
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel, OBBModel
 
-    arch = "yolo11n-obb.yaml" if task == "obb" else "yolo11n.yaml"
+    arch = f"{family}n-obb.yaml" if task == "obb" else f"{family}n.yaml"
     model = YOLO(arch)
     net_cls = OBBModel if task == "obb" else DetectionModel
     model.model = net_cls(arch, nc=len(CLASSES), verbose=False)
+    if family == "yolo26":
+        model.model.end2end = True  # as a trained YOLO26 checkpoint runs (one-to-one head)
     model.model.names = dict(enumerate(CLASSES))
     model.model.task = task
     model.save(path)

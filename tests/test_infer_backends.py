@@ -62,6 +62,12 @@ def test_backend_gives_the_same_detections_and_counts_as_torch(reference, scene,
         other = res.counts["classes"][name]
         assert other["count"] == summary["count"] and other["ci95"] == summary["ci95"]
         assert other["expected"] == pytest.approx(summary["expected"], abs=0.05)
+    # the shift alarm's features come from the exported graph's second output, no torch pass
+    ref_f, res_f = ref.features.array(), res.features.array()
+    assert ref_f is not None and res_f is not None and res_f.shape == ref_f.shape
+    np.testing.assert_allclose(res_f, ref_f, rtol=1e-3, atol=1e-3)
+    assert res.counts["shift"]["score"] == pytest.approx(ref.counts["shift"]["score"], abs=1e-3)
+    assert res.counts["shift"]["alarm"] == ref.counts["shift"]["alarm"]
     dets = res.detections
     centres = np.array([d.corners_px.mean(axis=0) for d in dets])
     for det in ref.detections:  # each reference box has its twin: same class, same place
@@ -80,16 +86,21 @@ def test_export_is_made_once_and_reused(cache, monkeypatch):
     info = json.loads((backends.export_dir(bundle.sha256, backend, 512, 4)
                        / "export.json").read_text())
     assert info["sha256"] == bundle.sha256 and info["batch"] == 4
-    import ultralytics
+    assert info["precision"] == "fp32" and info["end2end"] is False
+    from detector.infer import export
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(ultralytics, "YOLO", no_export)
+    monkeypatch.setattr(export, "export_graph", no_export)
     assert backends.export_model(bundle, backend, 512, 4) == first
     runner = backends.make_runner(bundle, backend, 512, 4)
+    feats = []
+    runner.sink = feats.append
     raw = runner(np.zeros((3, 3, 512, 512), np.uint8))  # a short batch is padded
-    assert raw.shape[0] == 3
+    assert isinstance(raw, np.ndarray) and raw.shape[0] == 3
+    # the shift features come from the same pass: 4 x 4 patches per tile of layer 2's channels
+    assert len(feats) == 1 and feats[0].shape == (3 * 16, feats[0].shape[1])
 
 
 def test_auto_picks_the_fastest_installed_and_bad_names_fail(monkeypatch):
@@ -119,3 +130,36 @@ def test_auto_falls_back_to_torch_when_an_export_fails(monkeypatch):
     assert backends.make_runner(bundle, "auto", 512, 8).name == "torch"
     with pytest.raises(DetectorError, match="export failed"):
         backends.make_runner(bundle, backend, 512, 8)
+
+
+def test_a_cached_export_runs_without_torch_ultralytics_or_matplotlib(cache, tmp_path):
+    """`python -m detector.infer` with a cached export: the whole run (quicklook included)
+    imports none of them (checked with -X importtime, which lists every module loaded)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import random_scene
+
+    backend = next((b for b in ("openvino", "onnx") if backends.installed(b)), None)
+    if backend is None:
+        pytest.skip("neither onnxruntime nor openvino is installed")
+    bundle = load_bundle(None, "cpu", lazy=True)
+    assert bundle.net is None
+    backends.export_model(bundle, backend, bundle.imgsz, 8)  # as the CLI asks on a CPU
+    scene = random_scene(tmp_path / "tiny.tif", (300, 300))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "detector.infer", f"source={scene}",
+         f"out={tmp_path / 'out'}", f"backend={backend}", "device=cpu", "progress=false"],
+        capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+               for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "detector" in modules and "rasterio" in modules  # the listing is complete
+    assert not modules & {"torch", "torchvision", "ultralytics", "matplotlib"}, (
+        sorted(modules & {"torch", "torchvision", "ultralytics", "matplotlib"}))
+    assert (tmp_path / "out" / "tiny.png").stat().st_size > 1000
+    counts = json.loads((tmp_path / "out" / "tiny.counts.json").read_text())
+    assert counts["backend"] == backend and counts["shift"] is not None  # features: no torch

@@ -108,7 +108,8 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
         return []
     if bundle is None:
         device = task_device(cfg.device, shard, _gpu_count())
-        bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"))
+        # lazy: an exported backend with a cached export never loads the torch network
+        bundle = load_bundle(cfg.get("weights"), device, cfg.get("half"), lazy=True)
     check_tiling(cfg, bundle.card)  # before check_out: a refused run leaves no out folder
     check_out(Path(cfg.out))
     if predictor is None:
@@ -181,6 +182,10 @@ def check_out(out: Path) -> None:
 
 
 def _gpu_count() -> int:
+    from detector.infer.model import gpu_possible
+
+    if not gpu_possible():
+        return 0
     import torch
 
     return torch.cuda.device_count()

@@ -1,12 +1,15 @@
 """Forward-pass backends: torch, ONNX Runtime and OpenVINO, behind one call.
 
 Every backend turns a uint8 batch (B, 3, S, S) into the network's raw output; the
-Predictor then runs the same Ultralytics NMS on it with the card's thresholds, so the card's
+Predictor then runs the same NMS on it with the card's thresholds (Ultralytics' on torch
+tensors, :mod:`detector.infer.postprocess`'s numpy twin on exported outputs), so the card's
 NMS, calibration and operating thresholds apply unchanged whatever runs the network.
 
-ONNX and OpenVINO models are exported once from the bundle with Ultralytics' exporter and
-cached under ``$XDG_CACHE_HOME/detector/exports/<bundle sha256>/<backend>-<size>px-b<batch>``
-(written atomically; the weights are copied first, the loaded network is never touched).
+ONNX and OpenVINO models are exported once from the bundle (:mod:`detector.infer.export`:
+the head's raw output plus the shift alarm's pooled features, one pass) and cached under
+``$XDG_CACHE_HOME/detector/exports/<bundle sha256>/<backend>-<precision>-<size>px-b<batch>-v<N>``
+(written atomically; the loaded network is never touched). A run whose export is cached
+imports neither torch nor Ultralytics.
 ``auto`` picks the fastest installed backend for the device: on CPU OpenVINO, then ONNX
 Runtime, then torch; on GPU torch (fp16, large batches).
 """
@@ -17,14 +20,11 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from detector.atomic import atomic_dir
 from detector.errors import DetectorError
@@ -39,6 +39,9 @@ CHOICES = ("auto", *BACKENDS)
 _PACKAGES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 _LABELS = {"onnx": "ONNX", "openvino": "OpenVINO"}
 _CPU_PREFERENCE = ("openvino", "onnx", "torch")  # fastest first (see scripts/bench_infer.py)
+PRECISIONS = ("fp32", "int8")
+EXPORT_FORMAT = 2  # bump when the exported graph changes (2: shift features as 2nd output)
+OUTPUTS = ("output0", "features")
 
 
 def installed(backend: str) -> bool:
@@ -46,7 +49,7 @@ def installed(backend: str) -> bool:
     return importlib.util.find_spec(_PACKAGES[backend]) is not None
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: Any) -> str:
     """The backend a run uses: ``auto`` → the fastest installed for ``device``.
 
     Raises:
@@ -81,74 +84,98 @@ def _cores() -> int:
         os.cpu_count() or 1)
 
 
-def export_dir(sha256: str, backend: str, imgsz: int, batch: int) -> Path:
-    """Cache folder of one export: keyed by the bundle's sha256, input size and batch."""
-    return cache_dir() / "exports" / sha256 / f"{backend}-{imgsz}px-b{batch}"
+def export_dir(sha256: str, backend: str, imgsz: int, batch: int, precision: str = "fp32"
+               ) -> Path:
+    """Cache folder of one export: keyed by the bundle's sha256, backend, precision, input size,
+    batch and the graph's format (:data:`EXPORT_FORMAT`)."""
+    return (cache_dir() / "exports" / sha256
+            / f"{backend}-{precision}-{imgsz}px-b{batch}-v{EXPORT_FORMAT}")
 
 
-@contextmanager
-def _no_auto_install() -> Any:
-    """Keep Ultralytics from pip-installing a missing export requirement (runs stay offline)."""
-    from ultralytics.utils import checks
+def check_precision(precision: str, backend: str) -> str:
+    """``precision`` when ``backend`` can run it.
 
-    before = checks.AUTOINSTALL
-    checks.AUTOINSTALL = False
-    try:
-        yield
-    finally:
-        checks.AUTOINSTALL = before
+    Raises:
+        DetectorError: an unknown precision, or int8 on a backend other than OpenVINO.
+    """
+    name = str(precision or "fp32").lower()
+    if name not in PRECISIONS:
+        raise DetectorError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}; "
+                            "set precision=fp32 or precision=int8")
+    if name == "int8" and backend != "openvino":
+        raise DetectorError(f"precision=int8 runs on backend=openvino only, not {backend}; "
+                            "set backend=openvino (pip install -e '.[fast]') or precision=fp32")
+    return name
 
 
-def export_model(bundle: Bundle, backend: str, imgsz: int, batch: int) -> Path:
+def export_model(bundle: Bundle, backend: str, imgsz: int, batch: int,
+                 precision: str = "fp32") -> Path:
     """The bundle exported for ``backend`` (``onnx``: a .onnx file; ``openvino``: an .xml).
 
-    Made once with Ultralytics' exporter (fp32, fixed input shape, no NMS in the graph) and
-    cached; later runs with the same bundle, size and batch reuse it. The exporter rounds
-    the input up to a multiple of the network's stride, so ``imgsz`` is rounded the same way
-    first and the cache is named after the size actually exported.
+    Made once (:mod:`detector.infer.export`: fixed input shape, no NMS in the graph, the
+    shift features as a second output; ``int8``: NNCF post-training quantisation calibrated
+    on generated tiles) and cached; later runs with the same bundle, backend, precision,
+    size and batch reuse it without loading torch. ``imgsz`` is rounded up to a multiple of
+    the network's stride first, and the cache is named after the size actually exported.
     """
+    precision = check_precision(precision, backend)
     stride = model_stride(bundle)
     imgsz = -(-int(imgsz) // stride) * stride
-    folder = export_dir(bundle.sha256, backend, imgsz, batch)
+    folder = export_dir(bundle.sha256, backend, imgsz, batch, precision)
     found = _artifact(folder, backend)
     if found is not None:
         return found
-    from ultralytics import YOLO
+    if precision == "int8" and importlib.util.find_spec("nncf") is None:
+        raise DetectorError("precision=int8 quantises the model once with NNCF, which is not "
+                            "installed; pip install -e '.[int8]' or set precision=fp32")
+    from detector.infer.export import calibration_batches, export_graph
 
-    log.info("exporting the model to %s (once, cached at %s)", _LABELS[backend], folder)
+    log.info("exporting the model to %s %s (once, cached at %s)", _LABELS[backend], precision,
+             folder)
+    net = bundle.network()
+    layer = _feature_layer(bundle, net)
     with atomic_dir(folder) as tmp:
-        weights = tmp / "model.pt"
-        shutil.copyfile(bundle.weights, weights)
-        # nms=None exports the raw head (NMS runs outside, as for torch); an end-to-end head
-        # (YOLO26) stays end-to-end with nms=False, as the torch network runs it.
-        nms = False if getattr(bundle.net, "end2end", False) else None
         try:
-            with _no_auto_install(), quiet(log, f"{backend} export"):
-                extra = {"simplify": False} if backend == "onnx" else {}  # onnxslim: not needed
-                YOLO(str(weights), task=bundle.task).export(
-                    format=backend, imgsz=imgsz, batch=batch, dynamic=False, nms=nms,
-                    device="cpu", verbose=False, **extra)
+            calib = (calibration_batches(bundle.card, imgsz, batch) if precision == "int8"
+                     else None)
+            with quiet(log, f"{backend} export"):
+                export_graph(net, backend, imgsz, batch, tmp, layer, calib)
         except Exception as err:  # noqa: BLE001 - exporters raise many types
             raise DetectorError(
                 f"{bundle.weights}: export to {backend} failed ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else ''}); set backend=torch") from err
-        weights.unlink()
-        if _artifact(tmp, backend) is None:
+        if _artifact(tmp, backend, written=False) is None:
             raise DetectorError(f"{bundle.weights}: the {backend} export wrote no model; "
                                 "set backend=torch")
         (tmp / "export.json").write_text(json.dumps(
             {"weights": str(bundle.weights), "sha256": bundle.sha256, "backend": backend,
-             "imgsz": imgsz, "batch": batch}, indent=2))
+             "precision": precision, "imgsz": imgsz, "batch": batch, "task": bundle.task,
+             "classes": bundle.classes, "end2end": bool(getattr(net, "end2end", False)),
+             "feature_layer": layer, "format": EXPORT_FORMAT}, indent=2))
     found = _artifact(folder, backend)
     assert found is not None
     return found
 
 
-def _artifact(folder: Path, backend: str) -> Path | None:
-    if not folder.is_dir():
+def _feature_layer(bundle: Bundle, net: Any) -> int | None:
+    from detector.shift import feature_layer
+
+    layer = (bundle.card.shift or {}).get("layer")
+    return feature_layer(net) if layer is None else int(layer)
+
+
+def export_info(model: Path) -> dict[str, Any]:
+    """The ``export.json`` written beside an exported model."""
+    folder = model.parent
+    return json.loads((folder / "export.json").read_text())
+
+
+def _artifact(folder: Path, backend: str, written: bool = True) -> Path | None:
+    """The model file in ``folder``; with ``written``, only when its export.json is there."""
+    if written and not (folder / "export.json").is_file():
         return None
-    pattern = "model.onnx" if backend == "onnx" else "model_openvino_model/model.xml"
-    return next(iter(folder.glob(pattern)), None)
+    path = folder / ("model.onnx" if backend == "onnx" else "model.xml")
+    return path if path.is_file() else None
 
 
 def _pad(images: np.ndarray, batch: int) -> np.ndarray:
@@ -159,14 +186,45 @@ def _pad(images: np.ndarray, batch: int) -> np.ndarray:
     return x
 
 
-class OnnxRunner:
+class ExportedRunner:
+    """Common part of the exported runners: fixed batch, export facts, shift features.
+
+    ``__call__`` returns the raw head output (numpy, the padding cut off); the pooled
+    features of the same pass go to ``sink`` ((B * g * g, C) patch vectors, as
+    :class:`detector.shift.FeatureLog` records them) when one is set.
+    """
+
+    name = "exported"
+
+    def __init__(self, path: Path, batch: int):
+        info = export_info(path)
+        self.batch = batch
+        self.end2end = bool(info["end2end"])
+        self.feature_layer = info.get("feature_layer")
+        self.precision = str(info.get("precision", "fp32"))
+        self.sink: Callable[[np.ndarray], Any] | None = None
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out, feats = self._run(_pad(images, self.batch))
+        n = len(images)
+        if self.sink is not None and self.feature_layer is not None:
+            f = np.asarray(feats[:n], dtype=np.float32)
+            self.sink(f.transpose(0, 2, 3, 1).reshape(-1, f.shape[1]))
+        return np.asarray(out)[:n]
+
+
+class OnnxRunner(ExportedRunner):
     """ONNX Runtime session over the exported model; fixed batch, padded when short."""
 
     name = "onnx"
 
-    def __init__(self, path: Path, batch: int, device: torch.device):
+    def __init__(self, path: Path, batch: int, device: Any):
         import onnxruntime as ort
 
+        super().__init__(path, batch)
         options = ort.SessionOptions()
         options.intra_op_num_threads = _cores()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -174,45 +232,54 @@ class OnnxRunner:
                      if device.type == "cuda" else ["CPUExecutionProvider"])
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.input = self.session.get_inputs()[0].name
-        self.batch = batch
 
-    def __call__(self, images: np.ndarray) -> torch.Tensor:
-        out = self.session.run(None, {self.input: _pad(images, self.batch)})[0]
-        return torch.from_numpy(out[:len(images)])
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out, feats = self.session.run(list(OUTPUTS), {self.input: x})
+        return out, feats
 
 
-class OpenVinoRunner:
-    """OpenVINO compiled model (CPU, fp32, every core); fixed batch, padded when short."""
+class OpenVinoRunner(ExportedRunner):
+    """OpenVINO compiled model (CPU, every core); fixed batch, padded when short."""
 
     name = "openvino"
 
     def __init__(self, path: Path, batch: int):
         import openvino as ov
 
+        super().__init__(path, batch)
         core = ov.Core()
-        # fp32 keeps scores as the calibration saw them (bf16 is the default on some CPUs).
+        # The compiled model is cached beside the export: later runs load it (start-up).
+        core.set_property({"CACHE_DIR": str(path.parent / "compiled")})
+        # fp32 keeps scores as the calibration saw them (bf16 is the default on some CPUs);
+        # an INT8 model runs its quantised layers in int8 whatever this says.
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _cores(),
                   "INFERENCE_PRECISION_HINT": "f32"}
         self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.batch = batch
+        self.request = self.model.create_infer_request()
 
-    def __call__(self, images: np.ndarray) -> torch.Tensor:
-        out = self.model(_pad(images, self.batch))[0]
-        return torch.from_numpy(np.asarray(out)[:len(images)])
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = self.request.infer(x)
+        return (np.array(result[self.model.output(OUTPUTS[0])]),
+                np.array(result[self.model.output(OUTPUTS[1])]))
 
 
-def make_runner(bundle: Bundle, backend: str, imgsz: int, batch: int
+def make_runner(bundle: Bundle, backend: str, imgsz: int, batch: int, precision: str = "fp32"
                 ) -> Callable[[np.ndarray], Any]:
     """The forward pass for ``bundle`` on ``backend`` (exported and cached on first use).
+
+    The torch runner loads the network; an exported runner whose export is cached does not
+    (no torch import).
 
     With ``auto``, a backend that cannot export or load this model falls back to torch with
     a warning; a backend asked for by name fails with a one-line error instead.
     """
     name = resolve_backend(backend, bundle.device)
+    if str(precision or "fp32").lower() != "fp32":
+        check_precision(precision, name)
     if name == "torch":
         return TorchRunner(bundle)
     try:
-        path = export_model(bundle, name, imgsz, batch)
+        path = export_model(bundle, name, imgsz, batch, precision)
         if name == "onnx":
             return OnnxRunner(path, batch, bundle.device)
         return OpenVinoRunner(path, batch)

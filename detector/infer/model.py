@@ -3,7 +3,11 @@
 We call the underlying torch module ourselves: tiles are square at a multiple of the
 network's stride (:func:`tile_sizes`; a tile read at another size is padded, not
 letterboxed, so its pixel coordinates stay the tile's), and many tiles go through in one
-batch. Ultralytics' NMS does the per-tile postprocessing (rotated for obb).
+batch. Ultralytics' NMS does the per-tile postprocessing of the torch backend (rotated for
+obb); the exported backends use its numpy twin (:mod:`detector.infer.postprocess`).
+
+Nothing here imports torch until a torch network is needed: a bundle loaded ``lazy`` holds
+only its card, so a run whose exported model is cached never imports torch or Ultralytics.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,33 +24,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from detector.atomic import sha256_file
 from detector.bundle import ModelCard, default_card, read_card, resolve_weights
 from detector.errors import DetectorError
+from detector.infer.postprocess import TileDetections, postprocess
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class TileDetections:
-    """Detections of one tile in tile-image pixels: corners (N, 4, 2), scores, class ids."""
+__all__ = ["Bundle", "Device", "Predictor", "TileDetections", "TorchRunner", "all_cores",
+           "load_bundle", "pick_device"]
 
-    corners: np.ndarray
-    scores: np.ndarray
-    cls: np.ndarray
+
+@dataclass(frozen=True)
+class Device:
+    """Where a network runs, without importing torch: ``type`` (cpu, cuda, ...) and index."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
 
 
 @dataclass
 class Bundle:
-    """A loaded model with its card."""
+    """A loaded model with its card; ``net`` is None until :meth:`network` loads it (lazy)."""
 
     weights: Path
     sha256: str
     card: ModelCard
-    net: torch.nn.Module = field(repr=False)
-    device: torch.device
+    net: Any = field(repr=False)
+    device: Any  # Device or torch.device: only ``.type`` and ``str()`` are used
     half: bool
+    loader: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def task(self) -> str:
@@ -58,13 +71,19 @@ class Bundle:
     def imgsz(self) -> int:
         return self.card.imgsz
 
+    def network(self) -> Any:
+        """The torch network, loaded (torch and Ultralytics imported) on first use."""
+        if self.net is None and self.loader is not None:
+            self.net = self.loader()
+        return self.net
 
 # YOLO's largest downsampling: its feature maps only line up for inputs that are multiples.
 MAX_STRIDE = 32
 
 
 def model_stride(bundle: Bundle) -> int:
-    """The network's largest stride (32 for YOLO; 32 for a stand-in without a network)."""
+    """The network's largest stride (32 for YOLO, and for a lazy bundle or a stand-in
+    without a network: every YOLO downsamples 32 times at most)."""
     stride = getattr(bundle.net, "stride", None)
     if stride is None:
         return MAX_STRIDE
@@ -81,21 +100,42 @@ def tile_sizes(bundle: Bundle, tile_px: int | None = None) -> tuple[int, int]:
     return read, math.ceil(read / stride) * stride
 
 
-def pick_device(device: str | None) -> torch.device:
-    """``"auto"``/None → cuda when available, else cpu; otherwise what was asked."""
+
+def gpu_possible() -> bool:
+    """Whether an NVIDIA driver is present (else CUDA cannot be, and torch need not say)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def pick_device(device: Any) -> Device:
+    """``"auto"``/None → cuda when available, else cpu; otherwise what was asked.
+
+    Asks torch only when an NVIDIA driver is present, so CPU machines do not import it.
+    """
     if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).isdigit():
-        device = f"cuda:{device}"
-    return torch.device(device)
+        if not gpu_possible():
+            return Device("cpu")
+        import torch
+
+        return Device("cuda" if torch.cuda.is_available() else "cpu")
+    text = str(device)
+    if text.isdigit():
+        return Device("cuda", int(text))
+    kind, _, index = text.partition(":")
+    return Device(kind, int(index) if index.isdigit() else None)
 
 
 @contextmanager
-def all_cores(device: torch.device) -> Iterator[None]:
+def all_cores(device: Any) -> Iterator[None]:
     """On CPU, let torch use every core inside the block, then restore the caller's setting.
 
-    Ultralytics sets ``cpu_count - 1`` threads when it runs; inference wants them all.
+    Ultralytics sets ``cpu_count - 1`` threads when it runs; inference wants them all. A no-op
+    when torch is not imported (the exported backends set their own threads).
     """
+    if "torch" not in sys.modules:
+        yield
+        return
+    import torch
+
     before = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if device.type == "cpu" and before != (cores or 1):
@@ -112,7 +152,7 @@ def _imgsz(ckpt: dict[str, Any]) -> int:
     return int(size[0] if isinstance(size, list | tuple) else size)
 
 
-def _check_card(card: ModelCard, net: torch.nn.Module, task: str, path: Path) -> None:
+def _check_card(card: ModelCard, net: Any, task: str, path: Path) -> None:
     names = list(getattr(net, "names", {}).values()) if isinstance(
         getattr(net, "names", None), dict) else list(getattr(net, "names", []) or [])
     if names and len(card.classes) != len(names):
@@ -125,25 +165,18 @@ def _check_card(card: ModelCard, net: torch.nn.Module, task: str, path: Path) ->
             "keep each .pt with the .json written for it")
 
 
-def load_bundle(weights: str | Path | None, device: str | None = "auto",
-                half: bool | None = None) -> Bundle:
-    """Load weights (default: the bundled model) and their card.
-
-    Args:
-        weights: a ``.pt``; its card ``.json`` beside it is used when present.
-        device: ``"auto"``, ``"cpu"``, ``"cuda:0"``, ...
-        half: fp16 inference; None means on GPU only.
+def _load_net(path: Path, card: ModelCard | None, dev: Device, use_half: bool
+              ) -> tuple[Any, ModelCard]:
+    """The fused torch network of ``path`` (and its card, a default one when ``card`` is None).
 
     Raises:
-        DetectorError: missing or corrupt weights, or a card that does not match them.
+        DetectorError: weights that cannot be loaded, or a card that does not match them.
     """
+    import torch
     from ultralytics.nn.tasks import guess_model_task, load_checkpoint
 
-    path = resolve_weights(weights)
-    card = read_card(path)  # verifies the sha256
-    dev = pick_device(device)
     try:
-        net, ckpt = load_checkpoint(path, device=dev)
+        net, ckpt = load_checkpoint(path, device=torch.device(str(dev)))
         net = net.fuse(verbose=False) if hasattr(net, "fuse") else net
     except Exception as err:  # noqa: BLE001 - torch/pickle raise many types on a bad file
         raise DetectorError(
@@ -159,11 +192,38 @@ def load_bundle(weights: str | Path | None, device: str | None = "auto",
         log.warning("%s: no model card beside the weights; using defaults "
                     "(m_per_px %.2f, identity calibration)", path, card.m_per_px)
     _check_card(card, net, task, path)
-    use_half = dev.type == "cuda" if half is None else bool(half and dev.type == "cuda")
     net = net.half() if use_half else net.float()
     # NHWC convolutions run ~1.4x faster than NCHW on CPU here (oneDNN), and suit fp16 on GPU.
     net = net.to(memory_format=torch.channels_last)
-    return Bundle(path, sha256_file(path), card, net.eval(), dev, use_half)
+    return net.eval(), card
+
+
+def load_bundle(weights: str | Path | None, device: str | None = "auto",
+                half: bool | None = None, lazy: bool = False) -> Bundle:
+    """Load weights (default: the bundled model) and their card.
+
+    Args:
+        weights: a ``.pt``; its card ``.json`` beside it is used when present.
+        device: ``"auto"``, ``"cpu"``, ``"cuda:0"``, ...
+        half: fp16 inference; None means on GPU only.
+        lazy: with a card, leave the torch network unloaded until :meth:`Bundle.network`
+            (the card's sha256 already ties it to the weights); an exported backend whose
+            export is cached then never loads it.
+
+    Raises:
+        DetectorError: missing or corrupt weights, or a card that does not match them.
+    """
+    path = resolve_weights(weights)
+    card = read_card(path)  # verifies the sha256
+    dev = pick_device(device)
+    use_half = dev.type == "cuda" if half is None else bool(half and dev.type == "cuda")
+    if lazy and card is not None:
+        def loader() -> Any:
+            return _load_net(path, card, dev, use_half)[0]
+
+        return Bundle(path, sha256_file(path), card, None, dev, use_half, loader)
+    net, card = _load_net(path, card, dev, use_half)
+    return Bundle(path, sha256_file(path), card, net, dev, use_half)
 
 
 class TorchRunner:
@@ -173,14 +233,17 @@ class TorchRunner:
 
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
+        self.net = bundle.network()
 
     def __call__(self, images: np.ndarray) -> Any:
+        import torch
+
         b = self.bundle
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(b.device, non_blocking=True)
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(str(b.device), non_blocking=True)
         x = ((x.half() if b.half else x.float()) / 255.0).contiguous(
             memory_format=torch.channels_last)
         with torch.inference_mode():
-            return b.net(x)
+            return self.net(x)
 
 
 class Predictor:
@@ -206,18 +269,28 @@ class Predictor:
         return self.runner(images)
 
     def __call__(self, images: np.ndarray) -> list[TileDetections]:
+        b = self.bundle
+        preds = self.forward(images)
+        rotated = b.task == "obb"
+        if isinstance(preds, np.ndarray):  # an exported backend: numpy postprocess, no torch
+            return postprocess(preds, rotated, len(b.classes), self.conf, self.iou,
+                               self.agnostic, self.max_det,
+                               bool(getattr(self.runner, "end2end", False)))
+        return self._torch_postprocess(preds, rotated)
+
+    def _torch_postprocess(self, preds: Any, rotated: bool) -> list[TileDetections]:
+        """Ultralytics' NMS on the torch backend's output (as the torch path always ran)."""
+        import torch
         from ultralytics.utils import nms, ops
 
         b = self.bundle
-        preds = self.forward(images)
         with torch.inference_mode():
-            rotated = b.task == "obb"
             # No time limit: Ultralytics' default drops the rest of the batch when NMS runs
             # past 2 s + 50 ms/image, so counts would depend on how busy the machine is.
             out = nms.non_max_suppression(
                 preds, self.conf, self.iou, agnostic=self.agnostic, max_det=self.max_det,
                 nc=len(b.classes) if rotated else 0, rotated=rotated,
-                end2end=bool(getattr(b.net, "end2end", False)), max_time_img=math.inf)
+                end2end=bool(getattr(b.network(), "end2end", False)), max_time_img=math.inf)
         results = []
         for det in out:
             det = det.float().cpu()

@@ -9,7 +9,8 @@ of the network's stride is padded with ``fill`` at its right and bottom to the n
 skipped before their data is read. Each tile also reports how many source pixels of its
 core hold data (inside the AOI), which adds up to the scene's imaged area.
 A background thread with its own dataset handle keeps a bounded queue of ready tiles, so
-the model never waits on I/O and memory stays bounded.
+the model never waits on I/O and memory stays bounded; it also shrinks each tile into the
+quicklook's overview when asked, so the scene is decoded once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -121,9 +123,10 @@ class PrefetchReader:
 
     def __init__(self, path: str | Path, tiles: Sequence[Tile], out_size: int,
                  stretch: Stretch, depth: int = 16, net_size: int | None = None,
-                 area: shapely.Geometry | None = None):
+                 area: shapely.Geometry | None = None, overview: Any = None):
         self.path, self.tiles, self.out_size, self.stretch = Path(path), tiles, out_size, stretch
         self.net_size, self.area = net_size, area
+        self.overview = overview  # gets every tile read (``paste(tile, image)``), or None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="tile-reader", daemon=True)
@@ -146,6 +149,8 @@ class PrefetchReader:
                     image, valid = read_tile_valid(src, tile, self.out_size, self.stretch,
                                                    self.net_size)
                     valid_px = core_valid_px(tile, valid, self.area) if image is not None else 0.0
+                    if image is not None and self.overview is not None:
+                        self.overview.paste(tile, image)  # the quicklook's overview, ~free
                     if not self._put(TileImage(index, tile, image, valid_px)):
                         return
         except Exception as err:  # noqa: BLE001 - re-raised in the consumer

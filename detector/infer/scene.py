@@ -41,7 +41,7 @@ from detector.raster import (
     scene_resolution,
     scene_stretch,
 )
-from detector.shift import shift_fields, tapped, tile_features
+from detector.shift import FeatureLog, shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
 
@@ -155,20 +155,21 @@ def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: Di
 
 
 def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
-                 prefetch: int = 16, progress: bool = True, net_size: int | None = None
-                 ) -> Candidates:
+                 prefetch: int = 16, progress: bool = True, net_size: int | None = None,
+                 overview: Any = None) -> Candidates:
     """Stream tiles through ``predictor``; keep what each tile owns (source pixels).
 
     Tiles are read at ``imgsz`` model pixels and padded to ``net_size`` (see
     :func:`detector.infer.model.tile_sizes`); the valid source pixels of the tiles' cores
-    are summed into ``valid_px``.
+    are summed into ``valid_px``. ``overview`` (a quicklook
+    :class:`detector.infer.quicklook.Overview`) gets every tile.
     """
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     read, valid_px = 0, 0.0
     bar = progress_bar(total=len(plan.tiles), desc=path.name, unit="tile", enabled=progress,
                        leave=False)
     with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch,
-                        net_size=net_size, area=plan.area) as reader:
+                        net_size=net_size, area=plan.area, overview=overview) as reader:
         for group, seen in batches(iter(reader), batch):
             if group:
                 outputs = predictor(np.stack([item.image for item in group]))
@@ -310,13 +311,17 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
     with open_raster(path) as src:
         plan = plan_scene(src, path, bundle.card, cfg)
         imgsz, net_size = tile_sizes(bundle, cfg.tiling.get("tile_px"))
-        # Shift alarm: one pooled backbone vector per tile, from a hook (nearly free).
-        # Other backends run the first torch layers on every other batch for it (shift.py).
-        net = getattr(bundle, "net", None)
-        with tile_features(net, (bundle.card.shift or {}).get("layer")) as feats, \
-                tapped(predictor, net, feats.layer if bundle.card.shift else None):
+        # Shift alarm: pooled early-backbone features of every tile, from the same forward
+        # pass (an exported graph's second output, or a hook on the torch network).
+        overview = None
+        if cfg.quicklook:
+            from detector.infer.quicklook import Overview
+
+            overview = Overview(src.width, src.height, int(cfg.quicklook_max_side),
+                                plan.stretch.fill)
+        with scene_features(bundle, predictor) as feats:
             cands = detect_tiles(path, plan, predictor, imgsz, int(cfg.batch or _batch(bundle)),
-                                 int(cfg.prefetch), bool(cfg.progress), net_size)
+                                 int(cfg.prefetch), bool(cfg.progress), net_size, overview)
         if cands.tiles_read == 0:
             raise DetectorError(f"{path}: every pixel is nodata"
                                 f"{' inside the AOI' if plan.area is not None else ''}; "
@@ -341,13 +346,37 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
             if cfg.quicklook:
                 from detector.infer.quicklook import render_quicklook
 
-                render_quicklook(tmp["quicklook"], src, plan.stretch,
+                render_quicklook(tmp["quicklook"], overview, src, plan.stretch,
                                  [d.corners_px for d in counted], [d.cls for d in counted],
-                                 counts, bundle.classes, int(cfg.quicklook_max_side),
-                                 float(cfg.quicklook_inset_m) / plan.m_per_px)
+                                 counts, bundle.classes,
+                                 float(cfg.quicklook_inset_m) / plan.m_per_px, plan.area)
             counts["seconds"] = round(time.perf_counter() - start, 2)
             write_counts(tmp["counts"], counts)  # renamed last: it marks the scene as done
     return SceneResult(path, True, None, detections, counts, outputs, features=feats)
+
+
+@contextmanager
+def scene_features(bundle: Bundle, predictor: Any) -> Iterator[FeatureLog]:
+    """The shift features of the tiles ``predictor`` runs inside the block.
+
+    An exported runner hands them over from its graph's second output; the torch network
+    gets a forward hook; another runner (a stand-in) without a loaded network records none,
+    and one with a network runs its first layers for them (:func:`detector.shift.tapped`).
+    """
+    runner = getattr(predictor, "runner", None)
+    layer = getattr(runner, "feature_layer", None)
+    if runner is not None and hasattr(runner, "sink") and layer is not None:
+        feats = FeatureLog(int(layer))
+        runner.sink = feats.parts.append
+        try:
+            yield feats
+        finally:
+            runner.sink = None
+        return
+    net = bundle.net  # loaded by the torch runner; not loaded here for a stand-in
+    with tile_features(net, (bundle.card.shift or {}).get("layer")) as feats, \
+            tapped(predictor, net, feats.layer if bundle.card.shift else None):
+        yield feats
 
 
 def _batch(bundle: Bundle) -> int:
@@ -375,6 +404,7 @@ def run_settings(bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
         "backend": str(cfg.get("backend") or "auto"),  # as asked; counts JSON: as run
         "device": str(bundle.device),
         "half": bool(bundle.half),
+        "precision": str(cfg.get("precision") or "fp32"),
     }
 
 
@@ -385,6 +415,6 @@ def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
     s = run_settings(bundle, cfg)
     _, net_size = tile_sizes(bundle, cfg.tiling.get("tile_px"))
     runner = make_runner(bundle, str(cfg.get("backend") or "auto"), net_size,
-                         int(cfg.batch or _batch(bundle)))
+                         int(cfg.batch or _batch(bundle)), str(cfg.get("precision") or "fp32"))
     return Predictor(bundle, s["candidate_conf"], s["nms"]["iou"], s["nms"]["max_det"],
                      s["nms"]["agnostic"], runner)
