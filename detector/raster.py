@@ -17,6 +17,8 @@ trained with it) or ``none`` (values clipped to 0–255: for 8-bit scenes prepar
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,15 @@ from rasterio.windows import Window
 
 from detector.atomic import atomic_path
 from detector.errors import DetectorError
+from detector.remote import (
+    READ_ERRORS,
+    SceneRef,
+    as_scene,
+    check_cog,
+    gdal_path,
+    remote_error,
+    scene_env,
+)
 
 DEFAULT_NORMALIZATION: dict[str, Any] = {
     "bands": [1, 2, 3],
@@ -81,17 +92,53 @@ def gdal_cache(max_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=int(max_bytes))
 
 
-def open_raster(path: str | Path) -> rasterio.DatasetReader:
-    """Open a raster, or raise a one-line :class:`DetectorError` naming the file."""
-    path = Path(path)
+def open_raster(path: str | Path | SceneRef) -> rasterio.DatasetReader:
+    """Open a raster, or raise a one-line :class:`DetectorError` naming the file.
+
+    A URL or :class:`~detector.remote.SceneRef` opens through GDAL's ``/vsicurl/`` or
+    ``/vsis3/``; read it inside :func:`open_scene` (or :func:`detector.remote.scene_env`),
+    which holds the settings remote reads need.
+    """
+    path = as_scene(path)
+    if isinstance(path, SceneRef) and path.remote:
+        try:
+            return rasterio.open(gdal_path(path))
+        except READ_ERRORS as err:
+            raise remote_error(path, err) from err
     if not path.exists():
         raise DetectorError(f"{path}: no such file; check the path")
     try:
-        return rasterio.open(path)
+        return rasterio.open(gdal_path(path))
     except RasterioIOError as err:
         raise DetectorError(
             f"{path}: not a readable raster ({str(err).splitlines()[0]}); "
             "give a GeoTIFF or another GDAL-readable image") from err
+
+
+@contextmanager
+def open_scene(scene: str | Path | SceneRef, **options: Any
+               ) -> Iterator[rasterio.DatasetReader]:
+    """Open a scene for reading, local or remote, inside :func:`detector.remote.scene_env`.
+
+    A remote scene must be a Cloud-Optimized GeoTIFF (:func:`detector.remote.check_cog`),
+    and a read that fails inside the block (a dropped connection, an HTTP error) becomes a
+    one-line :class:`DetectorError` naming the URL and the fix.
+
+    Raises:
+        DetectorError: a missing, unreadable or unreachable scene, or a remote non-COG.
+    """
+    scene = as_scene(scene)
+    remote = isinstance(scene, SceneRef) and scene.remote
+    with scene_env(scene, **options):
+        try:
+            with open_raster(scene) as src:
+                if remote:
+                    check_cog(src, scene)
+                yield src
+        except READ_ERRORS as err:
+            if not remote:
+                raise
+            raise remote_error(scene, err) from err
 
 
 def check_bands(src: rasterio.DatasetReader, bands: list[int], path: str | Path) -> None:

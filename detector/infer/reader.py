@@ -20,7 +20,8 @@ import numpy as np
 import rasterio
 
 from detector.infer.tiling import Tile
-from detector.raster import read_image
+from detector.raster import open_raster, read_image
+from detector.remote import SceneRef, scene_env
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,9 @@ class PrefetchReader:
     Use as a context manager so the thread stops when the consumer does.
     """
 
-    def __init__(self, path: str | Path, tiles: Sequence[Tile], out_size: int,
+    def __init__(self, path: str | Path | SceneRef, tiles: Sequence[Tile], out_size: int,
                  stretch: Stretch, depth: int = 16):
-        self.path, self.tiles, self.out_size, self.stretch = Path(path), tiles, out_size, stretch
+        self.path, self.tiles, self.out_size, self.stretch = path, tiles, out_size, stretch
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="tile-reader", daemon=True)
@@ -80,8 +81,9 @@ class PrefetchReader:
     def _work(self) -> None:
         try:
             # Decode a window's compressed blocks on every core (GTiff, GDAL >= 3.6); the
-            # setting is scoped to this thread's reads.
-            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(self.path) as src:
+            # settings (and a remote scene's, detector.remote) are scoped to this thread.
+            with scene_env(self.path, GDAL_NUM_THREADS="ALL_CPUS"), \
+                    open_raster(self.path) as src:
                 for index, tile in enumerate(self.tiles):
                     image = read_tile(src, tile, self.out_size, self.stretch)
                     if not self._put(TileImage(index, tile, image)):

@@ -28,7 +28,8 @@ from detector.infer.outputs import output_paths, read_detections, write_counts, 
 from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
-from detector.raster import check_bands, open_raster, scene_m_per_px, scene_stretch
+from detector.raster import check_bands, open_scene, scene_m_per_px, scene_stretch
+from detector.remote import Scene, SceneRef
 from detector.shift import shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Candidates:
     tiles_read: int
 
 
-def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: DictConfig
+def plan_scene(src: rasterio.DatasetReader, path: Scene, card: ModelCard, cfg: DictConfig
                ) -> Plan:
     """Resolution, stretch and tile grid for one open scene (no pixel data decoded yet)."""
     mpp = float(cfg.m_per_px) if cfg.get("m_per_px") else scene_m_per_px(src)
@@ -94,7 +95,7 @@ def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: Di
     return Plan(mpp, stretch, tiles, tile_size, overlap, margin, area)
 
 
-def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
+def detect_tiles(path: Scene, plan: Plan, predictor: Any, imgsz: int, batch: int,
                  prefetch: int = 16, progress: bool = True) -> Candidates:
     """Stream tiles through ``predictor``; keep what each tile owns (source pixels)."""
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -138,12 +139,13 @@ def build_detections(cands: Candidates, plan: Plan, card: ModelCard, classes: li
     return out
 
 
-def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: Plan,
+def scene_counts(path: Scene, detections: list[Detection], bundle: Bundle, plan: Plan,
                  cfg: DictConfig, seconds: float, src: rasterio.DatasetReader,
                  backend: str = "torch") -> dict[str, Any]:
     """The counts JSON dict (docs/design.md, counts JSON) with the run's settings.
 
-    ``backend`` is the backend that actually ran (``auto`` resolved).
+    ``backend`` is the backend that actually ran (``auto`` resolved). ``scene`` is the path,
+    or the URL without query string; a STAC asset adds its item's fields under ``stac``.
     """
     card = bundle.card
     per_class, wagons = summarize_counts(
@@ -166,10 +168,11 @@ def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: 
         "tiles": len(plan.tiles),
         "n_candidates": len(detections),
         "backend": backend,
+        **({"stac": dict(path.meta)} if isinstance(path, SceneRef) and path.meta else {}),
     }
 
 
-def skipped_result(path: Path, paths: dict[str, Path]) -> SceneResult:
+def skipped_result(path: Scene, paths: dict[str, Path]) -> SceneResult:
     """Result of a scene whose outputs exist already (read back from disk)."""
     import json
 
@@ -180,7 +183,7 @@ def skipped_result(path: Path, paths: dict[str, Path]) -> SceneResult:
                        skipped=True)
 
 
-def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
+def process_scene(path: Scene, bundle: Bundle, predictor: Any, cfg: DictConfig,
                   name: str | None = None) -> SceneResult:
     """Run inference on one scene and write its outputs (``<out>/<name>.*``, ``name``
     defaulting to the file stem; see :func:`detector.infer.outputs.output_paths`)."""
@@ -190,7 +193,7 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
         log.info("%s: outputs exist in %s; skipping (overwrite=true to redo)", path.name, out)
         return skipped_result(path, paths)
     start = time.perf_counter()
-    with open_raster(path) as src:
+    with open_scene(path) as src:
         plan = plan_scene(src, path, bundle.card, cfg)
         imgsz = int(cfg.tiling.get("tile_px") or bundle.imgsz)
         # Shift alarm: one pooled backbone vector per tile, from a hook (nearly free).
