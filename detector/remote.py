@@ -99,14 +99,16 @@ class SceneRef:
 
     @property
     def name(self) -> str:
-        """File name part of the href (``scene.tif``)."""
+        """What tables show: the hint (a STAC item id), else the href's file name."""
+        if self.hint:
+            return self.hint
         return PurePosixPath(urlsplit(self.public).path).name if self.remote \
             else Path(self.href).name
 
     @property
     def stem(self) -> str:
-        """The file name without suffix."""
-        return PurePosixPath(self.name).stem
+        """The hint, else the file name without suffix."""
+        return self.hint or PurePosixPath(self.name).stem
 
     def exists(self) -> bool:
         """A local href's file exists; a remote one is only known once opened (True)."""

@@ -25,6 +25,8 @@ def main(cfg: DictConfig) -> None:
                 raise SystemExit(1)
             return
         results = run_config(cfg)
+        if cfg.get("dry_run"):
+            return
         classes = next((list(r.counts["classes"]) for r in results if r.counts), [])
         print(format_table(results, classes))
         for res in results:

@@ -27,6 +27,10 @@ from detector.monitor.dates import (
     unknown_scenes,
 )
 from detector.monitor.inference import Runner, count_scenes
+from detector.remote import SceneRef, is_url
+from detector.stac import candidates, stac_sources
+from detector.tables import text_table
+from detector.validation import check_config
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 class Entry:
     """One scene of the site and what became of it."""
 
-    scene: Path
+    scene: Path | SceneRef
     date: SceneDate | None = None
     share: float | None = None  # imaged share of the AOI
     counts: dict[str, Any] = field(default_factory=dict)
@@ -113,9 +117,12 @@ def _check_aoi(aoi: str | None) -> None:
 
 
 def _site(cfg: DictConfig) -> tuple[str, str | None, Path | None]:
-    """(source, aoi, demo truth CSV): the demo site when no source is given."""
+    """(source, aoi, demo truth CSV): the demo site when no source (nor STAC search) is
+    given."""
     if cfg.get("source") not in (None, ""):
         return str(cfg.source), (str(cfg.aoi) if cfg.get("aoi") else None), None
+    if (cfg.get("stac") or {}).get("url"):
+        return str(cfg.stac.url), (str(cfg.aoi) if cfg.get("aoi") else None), None
     from detector.monitor.demo import demo_site
 
     folder, aoi = demo_site(cfg.demo, bool(cfg.progress))
@@ -127,6 +134,8 @@ def _dates_csv(cfg: DictConfig, source: str) -> dict[str, date]:
         if not Path(cfg.dates).is_file():
             raise DetectorError(f"{cfg.dates}: dates CSV not found; give dates=<scene,date CSV>")
         return read_dates_csv(cfg.dates)
+    if is_url(source):
+        return {}
     default = Path(source) / "dates.csv"
     return read_dates_csv(default) if default.is_file() else {}
 
@@ -147,6 +156,69 @@ def inspect(entry: Entry, overrides: dict[str, date], tags: list[str], aoi: str 
                               "(a scene of another site?); remove it or check the AOI")
     except DetectorError as err:
         entry.left_out = str(err)
+
+
+def site_scenes(cfg: DictConfig, source: str, aoi: str | None) -> list[Entry]:
+    """An entry per scene of the site: its files, URLs or STAC items; STAC items the
+    ``stac.*`` filters leave out come already left out, with the reason.
+
+    Raises:
+        DetectorError: a missing source, or unreadable STAC.
+    """
+    stac = cfg.get("stac") or {}
+    searching = cfg.get("source") in (None, "") and stac.get("url")
+    sources = [] if searching else [source]
+    if stac_sources(sources, stac):
+        return [Entry(c.scene or SceneRef(c.item_id, hint=c.item_id), left_out=c.skipped)
+                for c in candidates(sources, cfg.stac, aoi)]
+    scenes = resolve_sources(source)
+    if len(scenes) == 1 and not scenes[0].exists():
+        raise DetectorError(f"{source}: no such file or folder; give source=<folder of dated "
+                            "scenes of one site>")
+    return [Entry(s) for s in scenes]
+
+
+def site_entries(cfg: DictConfig, source: str, aoi: str | None) -> list[Entry]:
+    """Every scene of the site with its date and imaged AOI share, or why it is left out.
+
+    Raises:
+        DetectorError: bad config values, AOI, source or dates CSV.
+    """
+    check_config(cfg, "monitor")
+    _check_aoi(aoi)
+    entries = site_scenes(cfg, source, aoi)
+    if aoi is None:
+        log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
+                    "scene covers the same ground")
+    overrides = _dates_csv(cfg, source)
+    for name in unknown_scenes(overrides, [e.scene for e in entries]):
+        log.warning("dates.csv names %s, which is not among the scenes", name)
+    for entry in tqdm(entries, desc="dates and AOI cover", unit="scene",
+                      disable=not cfg.progress):
+        if entry.left_out is None:
+            inspect(entry, overrides, list(cfg.date_tags), aoi)
+    drop_duplicates(entries)
+    return entries
+
+
+def dry_run(cfg: DictConfig) -> str:
+    """What a monitor run would count: each scene's date, AOI share (STAC: also gsd and
+    cloud cover), or why it is left out; nothing is counted."""
+    source, aoi, _ = _site(cfg)
+    entries = site_entries(cfg, source, aoi)
+    rows = [[e.scene.name, str(e.date.day) if e.date else "",
+             "" if e.share is None else f"{e.share:.0%}",
+             _field(e, "gsd"), _field(e, "eo:cloud_cover"),
+             "count" if e.left_out is None else f"left out: {e.left_out}"] for e in entries]
+    kept = sum(e.left_out is None for e in entries)
+    return (text_table(["scene", "date", "AOI imaged", "gsd m", "cloud %", "status"], rows,
+                       markdown=False)
+            + f"\n{kept} of {len(entries)} scenes would be counted (dry run: nothing counted)")
+
+
+def _field(entry: Entry, key: str) -> str:
+    meta = entry.scene.meta if isinstance(entry.scene, SceneRef) else {}
+    return "" if meta.get(key) is None else f"{meta[key]:g}"
 
 
 def drop_duplicates(entries: list[Entry]) -> None:
@@ -181,22 +253,7 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     """
     settings = settings_of(cfg)
     source, aoi, truth = _site(cfg)
-    _check_aoi(aoi)
-    scenes = resolve_sources(source)
-    if len(scenes) == 1 and not scenes[0].exists():
-        raise DetectorError(f"{source}: no such file or folder; give source=<folder of dated "
-                            "scenes of one site>")
-    if aoi is None:
-        log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
-                    "scene covers the same ground")
-    overrides = _dates_csv(cfg, source)
-    for name in unknown_scenes(overrides, scenes):
-        log.warning("dates.csv names %s, which is not among the scenes", name)
-    entries = [Entry(s) for s in scenes]
-    for entry in tqdm(entries, desc="dates and AOI cover", unit="scene",
-                      disable=not cfg.progress):
-        inspect(entry, overrides, list(cfg.date_tags), aoi)
-    drop_duplicates(entries)
+    entries = site_entries(cfg, source, aoi)
     todo = [e for e in entries if e.left_out is None]
     out = Path(cfg.out)
     extra = cfg.get("infer")
@@ -239,7 +296,8 @@ def run(source: str | Path | None = None, **overrides: Any) -> Monitoring:
     """Python API: ``run("site/", aoi="station.geojson", out="monitor")``.
 
     Args:
-        source: folder, glob or ``.txt`` list of scenes of one site; None: the demo site.
+        source: folder, glob or ``.txt`` list of scenes (paths or URLs) of one site, or
+            STAC JSON; None: the ``stac.url`` search when set, else the demo site.
         **overrides: ``conf/monitor.yaml`` keys (dotted allowed), e.g. ``min_share=0.8``.
     """
     return monitor(config(source=None if source is None else str(source), **overrides))
