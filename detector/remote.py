@@ -15,6 +15,7 @@ with back-off on 429/5xx and a time-out. Credentials come from the usual environ
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -43,7 +44,7 @@ COG_OPTIONS: dict[str, Any] = {
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.vrt,.jp2,.img,.ovr,.msk",
     "GDAL_CACHEMAX": CACHE_BYTES,
-    "GDAL_HTTP_MAX_RETRY": 4,  # on 429 and 5xx, with back-off from the delay below
+    "GDAL_HTTP_MAX_RETRY": 4,  # on 429 and 5xx, the delay doubling each time
     "GDAL_HTTP_RETRY_DELAY": 1,  # seconds
     "GDAL_HTTP_TIMEOUT": 60,  # seconds per request
     "GDAL_HTTP_CONNECTTIMEOUT": 15,
@@ -150,10 +151,13 @@ def gdal_path(scene: str | Path | SceneRef) -> str:
 
 
 def scene_env(scene: Any, **options: Any) -> rasterio.Env:
-    """``rasterio.Env`` for reading ``scene``: :data:`COG_OPTIONS` when it is remote,
-    plus ``options``. Scoped: the caller's settings come back on exit."""
-    remote = isinstance(scene, SceneRef) and scene.remote or is_url(scene)
-    return rasterio.Env(**({**COG_OPTIONS, **options} if remote else options))
+    """``rasterio.Env`` for reading ``scene``: :data:`COG_OPTIONS` when it is remote (each
+    unless the environment sets that GDAL variable itself), plus ``options``. Scoped: the
+    caller's settings come back on exit."""
+    if not is_url(scene):
+        return rasterio.Env(**options)
+    cog = {k: v for k, v in COG_OPTIONS.items() if k not in os.environ}
+    return rasterio.Env(**{**cog, **options})
 
 
 _HTTP_CODE = re.compile(r"HTTP (?:response )?code:?\s*(\d{3})", re.IGNORECASE)
@@ -172,9 +176,8 @@ def remote_error(scene: Any, err: BaseException) -> DetectorError:
             w in text.lower() for w in ("does not exist", "no such file", "not recognized"))):
         why = "not found (HTTP 404) or not a raster; check the URL"
     elif status is not None and status >= 400:
-        why = (f"the server answered HTTP {status} after {COG_OPTIONS['GDAL_HTTP_MAX_RETRY']} "
-               "retries; try again later, then rerun the same command (finished scenes are "
-               "kept)")
+        why = (f"the server answered HTTP {status} (after GDAL_HTTP_MAX_RETRY retries); try "
+               "again later, then rerun the same command (finished scenes are kept)")
     else:
         why = ("the connection failed or dropped while reading; check the URL and the "
                "network, then rerun the same command (finished scenes are kept)")
