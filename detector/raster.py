@@ -166,8 +166,16 @@ def scene_m_per_px(src: rasterio.DatasetReader) -> float | None:
 
 def valid_mask(src: rasterio.DatasetReader, window: Window,
                out_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Boolean (H, W) mask of pixels with data; pixels outside the raster are invalid."""
-    mask = src.read_masks(1, window=window, out_shape=out_shape, boundless=True,
+    """Boolean (H, W) mask of pixels with data; pixels outside the raster are invalid.
+
+    A window inside the raster is read directly (overviews serve a decimated read); only
+    one reaching past the edge goes through rasterio's boundless read, a warped VRT that
+    reads full-resolution blocks (on a remote COG: the whole file for a scene-wide mask).
+    """
+    inside = (window.col_off >= 0 and window.row_off >= 0
+              and window.col_off + window.width <= src.width
+              and window.row_off + window.height <= src.height)
+    mask = src.read_masks(1, window=window, out_shape=out_shape, boundless=not inside,
                           resampling=Resampling.nearest)
     return mask > 0
 
