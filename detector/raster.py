@@ -186,14 +186,17 @@ RESAMPLING = Resampling.bilinear
 
 
 def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_size: int,
-                bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+                bands: list[int], clip: tuple[int, int, int, int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Read the square window of ``side`` source pixels at (x0, y0), resampled to ``out_size``.
 
     The one windowed reader behind training chips and inference tiles, so the model is
     trained on pixels prepared exactly as those it counts on. Only the part of the window
     inside the raster is read, through a float window aligned with the output grid, so a
     pixel's value does not depend on where the window lies; the window may reach past the
-    raster edge, where pixels are invalid.
+    raster edge, where pixels are invalid. ``clip`` (x0, y0, x1, y1 source pixels, e.g. an
+    AOI's bounds plus a margin) makes pixels outside it invalid too, and unread: a remote
+    COG then serves only the blocks under it.
 
     Returns:
         (data (C, S, S) in the raster's dtype, zero where invalid; valid (S, S) bool).
@@ -204,6 +207,9 @@ def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_si
     valid = np.zeros((out_size, out_size), dtype=bool)
     ix0, iy0 = max(x0, 0), max(y0, 0)
     ix1, iy1 = min(x0 + side, src.width), min(y0 + side, src.height)
+    if clip is not None:
+        ix0, iy0 = max(ix0, clip[0]), max(iy0, clip[1])
+        ix1, iy1 = min(ix1, clip[2]), min(iy1, clip[3])
     c0, r0 = round((ix0 - x0) / scale), round((iy0 - y0) / scale)
     c1, r1 = round((ix1 - x0) / scale), round((iy1 - y0) / scale)
     if c1 <= c0 or r1 <= r0:
@@ -219,13 +225,14 @@ def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_si
 
 
 def read_image(src: rasterio.DatasetReader, x0: int, y0: int, side: int, out_size: int,
-               bands: list[int], low: np.ndarray, high: np.ndarray, fill: int = 114
+               bands: list[int], low: np.ndarray, high: np.ndarray, fill: int = 114,
+               clip: tuple[int, int, int, int] | None = None
                ) -> tuple[np.ndarray | None, np.ndarray]:
     """:func:`read_window` normalised to model input: (uint8 (C, S, S) or None, valid).
 
     The image is None when no pixel is valid; invalid pixels are ``fill``.
     """
-    data, valid = read_window(src, x0, y0, side, out_size, bands)
+    data, valid = read_window(src, x0, y0, side, out_size, bands, clip)
     if not valid.any():
         return None, valid
     return to_uint8(data, low, high, valid, fill), valid

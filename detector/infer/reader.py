@@ -21,7 +21,7 @@ import rasterio
 
 from detector.infer.tiling import Tile
 from detector.raster import open_raster, read_image
-from detector.remote import SceneRef, scene_env
+from detector.remote import SceneRef, is_url, scene_env
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,15 @@ class TileImage:
     image: np.ndarray | None
 
 
-def read_tile(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch
-              ) -> np.ndarray | None:
+def read_tile(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch,
+              clip: tuple[int, int, int, int] | None = None) -> np.ndarray | None:
     """Read one tile resampled to ``out_size`` square; None when it has no valid pixel.
 
-    The same reader as training chips (:func:`detector.raster.read_image`).
+    The same reader as training chips (:func:`detector.raster.read_image`); pixels outside
+    ``clip`` (the AOI's bounds plus a margin) are not read and count as nodata.
     """
     image, _ = read_image(src, tile.x0, tile.y0, tile.size, out_size, stretch.bands,
-                          stretch.low, stretch.high, stretch.fill)
+                          stretch.low, stretch.high, stretch.fill, clip)
     if image is not None and image.shape[0] == 1:
         image = np.repeat(image, 3, axis=0)
     return image
@@ -63,8 +64,10 @@ class PrefetchReader:
     """
 
     def __init__(self, path: str | Path | SceneRef, tiles: Sequence[Tile], out_size: int,
-                 stretch: Stretch, depth: int = 16):
+                 stretch: Stretch, depth: int = 16,
+                 clip: tuple[int, int, int, int] | None = None):
         self.path, self.tiles, self.out_size, self.stretch = path, tiles, out_size, stretch
+        self.clip = clip
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="tile-reader", daemon=True)
@@ -82,10 +85,13 @@ class PrefetchReader:
         try:
             # Decode a window's compressed blocks on every core (GTiff, GDAL >= 3.6); the
             # settings (and a remote scene's, detector.remote) are scoped to this thread.
-            with scene_env(self.path, GDAL_NUM_THREADS="ALL_CPUS"), \
+            # Not for a remote scene: GDAL's multi-threaded path fetches the blocks again
+            # instead of using the block cache (2x the bytes over overlapping tiles).
+            threads = "1" if is_url(self.path) else "ALL_CPUS"
+            with scene_env(self.path, GDAL_NUM_THREADS=threads), \
                     open_raster(self.path) as src:
                 for index, tile in enumerate(self.tiles):
-                    image = read_tile(src, tile, self.out_size, self.stretch)
+                    image = read_tile(src, tile, self.out_size, self.stretch, self.clip)
                     if not self._put(TileImage(index, tile, image)):
                         return
         except Exception as err:  # noqa: BLE001 - re-raised in the consumer

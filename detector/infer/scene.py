@@ -46,6 +46,7 @@ class Plan:
     overlap: int
     margin: float  # px a tile's core grows by when deciding ownership
     area: shapely.Geometry | None
+    clip: tuple[int, int, int, int] | None = None  # pixels read: AOI bounds + overlap
 
 
 @dataclass
@@ -86,13 +87,19 @@ def plan_scene(src: rasterio.DatasetReader, path: Scene, card: ModelCard, cfg: D
     area = (aoi_mod.load_aoi(cfg.aoi, src.crs, src.transform, src.width, src.height)
             if cfg.get("aoi") else None)
     tiles = tile_grid(src.width, src.height, tile_size, overlap)
+    clip = None
     if area is not None:
         tiles = [t for t in tiles
                  if area.intersects(box(t.x0, t.y0, t.x0 + t.size, t.y0 + t.size))]
+        # Only pixels within the overlap of the AOI are read: a car counted (centre
+        # inside) lies whole within it; beyond, pixels are nodata and a COG's blocks unread.
+        x0, y0, x1, y1 = area.bounds
+        clip = (math.floor(x0) - overlap, math.floor(y0) - overlap,
+                math.ceil(x1) + overlap, math.ceil(y1) + overlap)
     low, high = scene_stretch(src, norm)
     stretch = Stretch(bands, low, high, int(norm.get("fill", 114)))
     margin = float(cfg.tiling.get("core_margin_m", 0.0)) / mpp
-    return Plan(mpp, stretch, tiles, tile_size, overlap, margin, area)
+    return Plan(mpp, stretch, tiles, tile_size, overlap, margin, area, clip)
 
 
 def detect_tiles(path: Scene, plan: Plan, predictor: Any, imgsz: int, batch: int,
@@ -102,7 +109,8 @@ def detect_tiles(path: Scene, plan: Plan, predictor: Any, imgsz: int, batch: int
     read = 0
     bar = tqdm(total=len(plan.tiles), desc=path.name, unit="tile", disable=not progress,
                leave=False)
-    with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch) as reader:
+    with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch,
+                        clip=plan.clip) as reader:
         for group, seen in batches(iter(reader), batch):
             if group:
                 outputs = predictor(np.stack([item.image for item in group]))

@@ -184,7 +184,6 @@ def site_entries(cfg: DictConfig, source: str, aoi: str | None) -> list[Entry]:
     Raises:
         DetectorError: bad config values, AOI, source or dates CSV.
     """
-    check_config(cfg, "monitor")
     _check_aoi(aoi)
     entries = site_scenes(cfg, source, aoi)
     if aoi is None:
@@ -204,6 +203,7 @@ def site_entries(cfg: DictConfig, source: str, aoi: str | None) -> list[Entry]:
 def dry_run(cfg: DictConfig) -> str:
     """What a monitor run would count: each scene's date, AOI share (STAC: also gsd and
     cloud cover), or why it is left out; nothing is counted."""
+    check_config(cfg, "monitor")
     source, aoi, _ = _site(cfg)
     entries = site_entries(cfg, source, aoi)
     rows = [[e.scene.name, str(e.date.day) if e.date else "",
@@ -251,6 +251,7 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     Raises:
         DetectorError: bad settings, AOI, dates CSV or weights, or no scene left to report.
     """
+    check_config(cfg, "monitor")
     settings = settings_of(cfg)
     source, aoi, truth = _site(cfg)
     entries = site_entries(cfg, source, aoi)
