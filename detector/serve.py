@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -203,6 +204,10 @@ class _Handler(SimpleHTTPRequestHandler):
                 self.wfile.write(tail)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m detector.serve DIR [--host 127.0.0.1] [--port 8000]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -213,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     if not os.path.isdir(args.root):
         raise SystemExit(f"error: {args.root}: not a folder; give the folder to serve")
     server = RangeServer(args.root, args.host, args.port, quiet=False)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as Ctrl-C does
     print(f"serving {server.root} at {server.url}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

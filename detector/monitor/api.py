@@ -209,11 +209,19 @@ def dry_run(cfg: DictConfig) -> str:
     rows = [[e.scene.name, str(e.date.day) if e.date else "",
              "" if e.share is None else f"{e.share:.0%}",
              _field(e, "gsd"), _field(e, "eo:cloud_cover"),
-             "count" if e.left_out is None else f"left out: {e.left_out}"] for e in entries]
+             _status(e, float(cfg.min_share))] for e in entries]
     kept = sum(e.left_out is None for e in entries)
     return (text_table(["scene", "date", "AOI imaged", "gsd m", "cloud %", "status"], rows,
                        markdown=False)
             + f"\n{kept} of {len(entries)} scenes would be counted (dry run: nothing counted)")
+
+
+def _status(entry: Entry, min_share: float) -> str:
+    if entry.left_out is not None:
+        return f"left out: {entry.left_out}"
+    if (entry.share or 0.0) < min_share:
+        return f"count, not compared (images < {min_share:.0%} of the AOI)"
+    return "count"
 
 
 def _field(entry: Entry, key: str) -> str:
