@@ -42,7 +42,6 @@ COG_OPTIONS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the "folder" on open
     "GDAL_HTTP_MULTIRANGE": "YES",  # several block ranges in one request
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.vrt,.jp2,.img,.ovr,.msk",
     "GDAL_CACHEMAX": CACHE_BYTES,
     "GDAL_HTTP_MAX_RETRY": 4,  # on 429 and 5xx, the delay doubling each time
     "GDAL_HTTP_RETRY_DELAY": 1,  # seconds
