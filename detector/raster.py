@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,15 @@ from rasterio.windows import Window
 from detector.atomic import atomic_path
 from detector.errors import DetectorError
 from detector.geometry import apply_affine
+from detector.remote import (
+    READ_ERRORS,
+    SceneRef,
+    as_scene,
+    check_cog,
+    gdal_path,
+    remote_error,
+    scene_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +102,23 @@ def gdal_cache(max_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=int(max_bytes))
 
 
-def open_raster(path: str | Path) -> rasterio.DatasetReader:
-    """Open a raster, or raise a one-line :class:`DetectorError` naming the file."""
-    path = Path(path)
+def open_raster(path: str | Path | SceneRef) -> rasterio.DatasetReader:
+    """Open a raster, or raise a one-line :class:`DetectorError` naming the file.
+
+    A URL or :class:`~detector.remote.SceneRef` opens through GDAL's ``/vsicurl/`` or
+    ``/vsis3/``; read it inside :func:`open_scene` (or :func:`detector.remote.scene_env`),
+    which holds the settings remote reads need.
+    """
+    path = as_scene(path)
+    if isinstance(path, SceneRef) and path.remote:
+        try:
+            return rasterio.open(gdal_path(path))
+        except READ_ERRORS as err:
+            raise remote_error(path, err) from err
     if not path.exists():
         raise DetectorError(f"{path}: no such file; check the path")
     try:
-        return rasterio.open(path)
+        return rasterio.open(gdal_path(path))
     except RasterioIOError as err:
         raise DetectorError(
             f"{path}: not a readable raster ({str(err).splitlines()[0]}); "
@@ -111,6 +132,32 @@ def band_map_hint(count: int) -> str:
     grey (a panchromatic scene), which the model takes as three equal bands.
     """
     return "bands=[1,2,3]" if count >= 3 else "bands=[1]"
+
+
+@contextmanager
+def open_scene(scene: str | Path | SceneRef, **options: Any
+               ) -> Iterator[rasterio.DatasetReader]:
+    """Open a scene for reading, local or remote, inside :func:`detector.remote.scene_env`.
+
+    A remote scene must be a Cloud-Optimized GeoTIFF (:func:`detector.remote.check_cog`),
+    and a read that fails inside the block (a dropped connection, an HTTP error) becomes a
+    one-line :class:`DetectorError` naming the URL and the fix.
+
+    Raises:
+        DetectorError: a missing, unreadable or unreachable scene, or a remote non-COG.
+    """
+    scene = as_scene(scene)
+    remote = isinstance(scene, SceneRef) and scene.remote
+    with scene_env(scene, **options):
+        try:
+            with open_raster(scene) as src:
+                if remote:
+                    check_cog(src, scene)
+                yield src
+        except READ_ERRORS as err:
+            if not remote:
+                raise
+            raise remote_error(scene, err) from err
 
 
 def check_bands(src: rasterio.DatasetReader, bands: list[int], path: str | Path) -> None:
@@ -321,9 +368,12 @@ def finite_pixels(data: np.ndarray) -> np.ndarray:
     return np.isfinite(data).all(axis=0)
 
 
-def inner_window(src: rasterio.DatasetReader, window: Window, out_shape: tuple[int, int]
+def inner_window(src: rasterio.DatasetReader, window: Window, out_shape: tuple[int, int],
+                 clip: tuple[float, float, float, float] | None = None
                  ) -> tuple[Window, tuple[slice, slice]] | None:
     """The part of ``window`` inside the raster, for a read of ``window`` at ``out_shape``.
+
+    ``clip`` (x0, y0, x1, y1 source pixels) narrows "the raster" to that box.
 
     Returns the float window aligned with the output grid and the (rows, cols) slices of the
     output it fills, or None when the window misses the raster. Reads go through this rather
@@ -333,9 +383,13 @@ def inner_window(src: rasterio.DatasetReader, window: Window, out_shape: tuple[i
     h, w = out_shape
     sx, sy = window.width / w, window.height / h  # source px per output px
     x0, y0 = window.col_off, window.row_off
-    c0, r0 = round((max(x0, 0) - x0) / sx), round((max(y0, 0) - y0) / sy)
-    c1 = round((min(x0 + window.width, src.width) - x0) / sx)
-    r1 = round((min(y0 + window.height, src.height) - y0) / sy)
+    lx, ly, hx, hy = 0, 0, src.width, src.height
+    if clip is not None:
+        lx, ly = max(lx, clip[0]), max(ly, clip[1])
+        hx, hy = min(hx, clip[2]), min(hy, clip[3])
+    c0, r0 = round((max(x0, lx) - x0) / sx), round((max(y0, ly) - y0) / sy)
+    c1 = round((min(x0 + window.width, hx) - x0) / sx)
+    r1 = round((min(y0 + window.height, hy) - y0) / sy)
     if c1 <= c0 or r1 <= r0:
         return None
     inner = Window(x0 + c0 * sx, y0 + r0 * sy, (c1 - c0) * sx, (r1 - r0) * sy)
@@ -350,7 +404,9 @@ def valid_mask(src: rasterio.DatasetReader, window: Window,
     A pixel holds data when GDAL's mask says so (nodata tag, internal mask or alpha band)
     and its values are finite (:func:`finite_pixels`). ``data``: the bands already read for
     ``window`` at ``out_shape``, when the caller has them (else a float scene's bands are
-    read here).
+    read here). Only the part inside the raster is read, directly (overviews serve a
+    decimated read; rasterio's boundless read would go through a warped VRT reading
+    full-resolution blocks: on a remote COG the whole file for a scene-wide mask).
     """
     shape = out_shape or (round(window.height), round(window.width))
     mask = np.zeros(shape, dtype=bool)
@@ -374,7 +430,8 @@ RESAMPLING = Resampling.bilinear
 
 
 def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple[int, int],
-                out_size: int, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+                out_size: int, bands: list[int], clip: tuple[int, int, int, int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Read the window of ``side`` source pixels at (x0, y0), resampled to ``out_size`` square.
 
     The one windowed reader behind training chips and inference tiles, so the model is
@@ -382,7 +439,9 @@ def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple
     inside the raster is read, through a float window aligned with the output grid, so a
     pixel's value does not depend on where the window lies; the window may reach past the
     raster edge, where pixels are invalid. ``side`` is one number for a square window or
-    (columns, rows) for pixels whose ground size differs between the axes.
+    (columns, rows) for pixels whose ground size differs between the axes. ``clip`` (x0, y0,
+    x1, y1 source pixels, e.g. an AOI's bounds plus a margin) makes pixels outside it invalid
+    too, and unread: a remote COG then serves only the blocks under it.
 
     Returns:
         (data (C, S, S) in the raster's dtype, zero where invalid; valid (S, S) bool: GDAL's
@@ -392,7 +451,7 @@ def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple
     side_x, side_y = (side, side) if isinstance(side, int | float) else side
     data = np.zeros((len(bands), out_size, out_size), dtype=src.dtypes[bands[0] - 1])
     valid = np.zeros((out_size, out_size), dtype=bool)
-    part = inner_window(src, Window(x0, y0, side_x, side_y), (out_size, out_size))
+    part = inner_window(src, Window(x0, y0, side_x, side_y), (out_size, out_size), clip)
     if part is None:
         return data, valid
     window, (rows, cols) = part
@@ -411,12 +470,13 @@ def read_window(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple
 
 def read_image(src: rasterio.DatasetReader, x0: int, y0: int, side: int | tuple[int, int],
                out_size: int, bands: list[int], low: np.ndarray, high: np.ndarray,
-               fill: int = 114) -> tuple[np.ndarray | None, np.ndarray]:
+               fill: int = 114, clip: tuple[int, int, int, int] | None = None
+               ) -> tuple[np.ndarray | None, np.ndarray]:
     """:func:`read_window` normalised to model input: (uint8 (C, S, S) or None, valid).
 
     The image is None when no pixel is valid; invalid pixels are ``fill``.
     """
-    data, valid = read_window(src, x0, y0, side, out_size, bands)
+    data, valid = read_window(src, x0, y0, side, out_size, bands, clip)
     if not valid.any():
         return None, valid
     return to_uint8(data, low, high, valid, fill), valid

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detector.errors import DetectorError
+from detector.remote import SceneRef
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
@@ -66,15 +67,21 @@ def safe_name(text: str) -> str:
     return name
 
 
-def scene_name(path: Path, root: Path | None) -> str:
+def scene_name(path: Path | SceneRef, root: Path | None) -> str:
     """A file-name-safe name for a scene: its path under ``root`` without suffix.
 
     ``site/2023/a.tif`` under ``site`` → ``2023__a``; a scene outside ``root`` (or with no
-    root) is named by its file stem. Letters of any script are kept (:func:`safe_name`).
+    root) is named by its file stem; a URL by its file stem and a hash of the URL without
+    query string (``a_1f2e3d4c``), a STAC asset by its item id: names that do not depend on
+    the other scenes of the run or on a signed URL's token, so a rerun finds its outputs.
+    Letters of any script are kept (:func:`safe_name`).
     """
-    path = Path(path)
-    rel = (path.relative_to(root).with_suffix("")
-           if root is not None and path.is_relative_to(root) else Path(path.stem))
+    if isinstance(path, SceneRef):  # a URL or STAC asset: see SceneRef.output_stem
+        rel = Path(path.output_stem().replace("/", "_"))
+    else:
+        path = Path(path)
+        rel = (path.relative_to(root).with_suffix("")
+               if root is not None and path.is_relative_to(root) else Path(path.stem))
     return safe_name("__".join(rel.parts))
 
 
@@ -86,21 +93,23 @@ def common_folder(paths: Sequence[Path]) -> Path | None:
         return None
 
 
-def unique_names(paths: Sequence[Path], root: Path | None = None) -> list[str]:
+def unique_names(paths: Sequence[Path | SceneRef], root: Path | None = None) -> list[str]:
     """One distinct name per scene, by its path under ``root`` (default: their common folder).
 
     Raises:
         DetectorError: two scenes would get one name (e.g. ``a.tif`` and ``a.tiff``, ``A.tif``
             and ``a.tif``, or a scene listed twice), so one's outputs would overwrite the other's.
     """
-    base = Path(root).absolute() if root is not None else common_folder(paths)
-    names = [scene_name(Path(p).absolute(), base) for p in paths]
-    first: dict[str, Path] = {}
+    local = [p for p in paths if not isinstance(p, SceneRef)]
+    base = Path(root).absolute() if root is not None else common_folder(local)
+    names = [scene_name(p if isinstance(p, SceneRef) else Path(p).absolute(), base)
+             for p in paths]
+    first: dict[str, Path | SceneRef] = {}
     for path, name in zip(paths, names, strict=True):
         key = name.casefold()  # one file on case-insensitive file systems (macOS, Windows)
         if key in first:
             raise DetectorError(
                 f"{first[key]} and {path}: both would write outputs named {name!r}; list each "
                 "scene once and give scenes in one folder distinct names")
-        first[key] = Path(path)
+        first[key] = path
     return names

@@ -121,6 +121,40 @@ DATA = {"source": one_of(*DATA_SOURCES),
                              "block_m": between(0, None, open_lo=True)})}
 TASK = one_of(*TASKS)
 
+
+def _http_url(value: Any) -> bool:
+    return value is None or (isinstance(value, str)
+                             and value.split("://")[0].lower() in ("http", "https"))
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+_DATE = r"(\d{4}-\d{2}-\d{2}([Tt ][0-9:.]+([Zz]|[+-]\d{2}:?\d{2})?)?|\.\.)?"
+
+
+def _interval(value: Any) -> bool:
+    import re
+
+    if value is None:
+        return True
+    text = str(value)
+    parts = text.split("/")
+    return 1 <= len(parts) <= 2 and text != ".." and all(
+        re.fullmatch(_DATE, p) for p in parts) and any(p not in ("", "..") for p in parts)
+
+
+STAC = {"url": Rule(_http_url, "an http(s):// STAC API root or null"),
+        "collections": Rule(_strings, "a list of collection ids, e.g. [maxar-open-data]"),
+        "datetime": Rule(_interval, "a date or interval, e.g. 2018-01-01/2023-12-31 "
+                                    "(.. for open) or null"),
+        "asset": Rule(lambda v: v is None or (isinstance(v, str) and bool(v)),
+                      "an asset key, e.g. visual, or null"),
+        "max_cloud_cover": between(0, 100, optional=True),
+        "max_off_nadir": between(0, 90, optional=True),
+        "min_aoi_share": UNIT, "limit": between(1, None, integer=True, optional=True)}
+
 RULES: dict[str, dict[str, Rule]] = {
     "infer": {"conf": between(0, 1, open_lo=True, optional=True),
               "iou": between(0, 1, open_lo=True, optional=True),
@@ -133,7 +167,10 @@ RULES: dict[str, dict[str, Rule]] = {
               "precision": one_of("fp32", "int8"),
               "quicklook_max_side": between(16, None, integer=True),
               "quicklook_inset_m": between(0, None, open_lo=True),
-              **prefixed("tiling", TILING), **prefixed("merge", MERGE)},
+              "dry_run": boolean(),
+              **prefixed("tiling", TILING), **prefixed("merge", MERGE),
+              **prefixed("stac", STAC)},
+    "monitor": {"dry_run": boolean(), **prefixed("stac", STAC)},
     "evaluate": {"iou": UNIT_OPEN, "min_inside": UNIT,
                  "class_agnostic": one_of("auto", True, False),
                  "geometry": one_of("auto", "rotated", "axis_aligned"),
@@ -176,7 +213,7 @@ def check_values(cfg: Any, rules: Mapping[str, Rule], where: str) -> None:
 
 def check_config(cfg: DictConfig, name: str) -> None:
     """Check the composed ``conf/<name>.yaml`` (``infer``, ``evaluate``, ``train``,
-    ``dataset``, ``recalibrate``) before any work starts.
+    ``dataset``, ``recalibrate``, ``monitor``) before any work starts.
 
     Raises:
         DetectorError: one line naming the key, its value and what it must be.

@@ -12,7 +12,7 @@ from detector.infer.api import config
 from detector.validation import RULES, check_config
 
 ENTRY_POINTS = {"infer": [], "evaluate": [], "train": [], "dataset": [],
-                "recalibrate": ["weights=model.pt"]}
+                "recalibrate": ["weights=model.pt"], "monitor": []}
 
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
@@ -62,6 +62,9 @@ def test_python_api_keeps_valid_dotted_overrides():
     ("recalibrate", "calibration.candidate_conf=0", "calibration.candidate_conf"),
     ("evaluate", "min_inside=1.5", "min_inside"),
     ("evaluate", "geometry=round", "geometry"),
+    ("infer", "stac.min_aoi_share=2", "stac.min_aoi_share"),
+    ("monitor", "stac.datetime=yesterday", "stac.datetime"),
+    ("monitor", "stac.max_off_nadir=95", "stac.max_off_nadir"),
 ])
 def test_each_entry_point_rejects_out_of_range_values(name, override, key):
     cfg = compose(name, [*ENTRY_POINTS[name], override])

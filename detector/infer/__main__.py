@@ -31,6 +31,8 @@ def run_body(cfg: DictConfig, multirun: bool) -> None:
             raise SystemExit(1)
         return
     results = run_config(cfg)
+    if cfg.get("dry_run"):
+        return  # run_config printed the scenes; nothing was counted
     failed = [r for r in results if not r.ok]
     if len(results) == 1 and failed and not multirun:
         raise DetectorError(failed[0].error)  # printed once, by guarded

@@ -166,8 +166,40 @@ def source_crs(aoi: AoiFile, scene_crs: CRS | None, path: str | Path) -> CRS | N
 
 
 def _name(crs: CRS) -> str:
+    """The scene CRS as an example ``crs`` member (a projected one: a lon/lat AOI is
+    read without one, so a geographic example would not help)."""
     epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else "EPSG:<code>"
+    return f"EPSG:{epsg}" if epsg and not crs.is_geographic else "EPSG:<code>"
+
+
+def reproject(geometry: BaseGeometry, from_crs: CRS, to_crs: CRS, path: str | Path
+              ) -> BaseGeometry:
+    """``geometry`` from ``from_crs`` into ``to_crs``, its edges split first so that long
+    straight edges follow their true course (:data:`SEGMENTS_PER_EXTENT`).
+
+    Raises:
+        DetectorError: the AOI does not reproject into ``to_crs``.
+    """
+    if from_crs == to_crs:
+        return geometry
+    x0, y0, x1, y1 = geometry.bounds
+    step = max(x1 - x0, y1 - y0) / SEGMENTS_PER_EXTENT
+    if step > 0:
+        geometry = shapely.segmentize(geometry, step)
+
+    def points(xy: np.ndarray) -> np.ndarray:
+        try:
+            xs, ys = warp_transform(from_crs, to_crs, xy[:, 0], xy[:, 1])
+        except Exception as err:  # noqa: BLE001 - GDAL raises several types here
+            raise DetectorError(f"{path}: cannot reproject the AOI from {from_crs} to "
+                                f"{to_crs} ({err}); export it in the scene's CRS") from err
+        return np.column_stack([xs, ys])
+
+    geometry = shapely.transform(geometry, points)
+    if not np.isfinite(shapely.get_coordinates(geometry)).all():
+        raise DetectorError(f"{path}: the AOI in {from_crs} does not reproject into "
+                            f"{to_crs}; export it in the scene's CRS")
+    return geometry
 
 
 def to_scene_pixels(geometry: BaseGeometry, from_crs: CRS | None, scene_crs: CRS | None,
@@ -179,27 +211,20 @@ def to_scene_pixels(geometry: BaseGeometry, from_crs: CRS | None, scene_crs: CRS
     """
     if scene_crs is None or from_crs is None:
         return geometry
-    if from_crs != scene_crs:
-        x0, y0, x1, y1 = geometry.bounds
-        step = max(x1 - x0, y1 - y0) / SEGMENTS_PER_EXTENT
-        if step > 0:
-            geometry = shapely.segmentize(geometry, step)
-
-        def reproject(xy: np.ndarray) -> np.ndarray:
-            try:
-                xs, ys = warp_transform(from_crs, scene_crs, xy[:, 0], xy[:, 1])
-            except Exception as err:  # noqa: BLE001 - GDAL raises several types here
-                raise DetectorError(f"{path}: cannot reproject the AOI from {from_crs} to "
-                                    f"{scene_crs} ({err}); export it in the scene's CRS"
-                                    ) from err
-            return np.column_stack([xs, ys])
-
-        geometry = shapely.transform(geometry, reproject)
-        if not np.isfinite(shapely.get_coordinates(geometry)).all():
-            raise DetectorError(f"{path}: the AOI in {from_crs} does not reproject into "
-                                f"{scene_crs}; export it in the scene's CRS")
+    geometry = reproject(geometry, from_crs, scene_crs, path)
     pixels = shapely.transform(geometry, lambda xy: map_to_pixel(xy, transform))
     return pixels if pixels.is_valid else _polygonal(shapely.make_valid(pixels))
+
+
+def aoi_lonlat(path: str | Path) -> BaseGeometry:
+    """The whole AOI in longitude/latitude (EPSG:4326): the footprint STAC searches compare.
+
+    Raises:
+        DetectorError: see :func:`read_aoi`, :func:`source_crs`, :func:`reproject`.
+    """
+    aoi = read_aoi(path)
+    geometry = reproject(aoi.geometry, source_crs(aoi, LONLAT, path), LONLAT, path)
+    return geometry if geometry.is_valid else _polygonal(shapely.make_valid(geometry))
 
 
 def aoi_pixels(path: str | Path, crs: CRS | None, transform: Affine) -> BaseGeometry:

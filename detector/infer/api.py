@@ -24,6 +24,10 @@ from detector.infer.sources import named_scenes
 from detector.infer.summary import summarize
 from detector.progress import progress
 from detector.raster import gdal_cache
+from detector.remote import Scene
+from detector.scene_files import unique_names
+from detector.stac import Candidate, candidates, dry_run_table, stac_sources
+from detector.tables import text_table
 from detector.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -61,14 +65,49 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def scenes_of(cfg: DictConfig) -> list[tuple[Path, str]]:
-    """(path, unique output name) of every scene of ``cfg.source`` (all shards); the cached
-    demo scene when it is empty."""
+def sources_of(cfg: DictConfig) -> list[str]:
+    """``cfg.source`` as a list (empty when unset)."""
     source = cfg.get("source")
     if source in (None, ""):
+        return []
+    return [str(s) for s in source] if OmegaConf.is_list(source) else [str(source)]
+
+
+def stac_candidates(cfg: DictConfig) -> list[Candidate] | None:
+    """The STAC items of the run, kept or left out (None when the source is not STAC)."""
+    sources, stac = sources_of(cfg), cfg.get("stac") or {}
+    if not stac_sources(sources, stac):
+        return None
+    return candidates(sources, stac, cfg.get("aoi"))
+
+
+def scenes_of(cfg: DictConfig) -> list[tuple[Scene, str]]:
+    """(scene, unique output name) of every scene of ``cfg.source`` or its STAC search (all
+    shards); the cached demo scene when there is neither."""
+    found = stac_candidates(cfg)
+    if found is not None:
+        scenes = [c.scene for c in found if c.skipped is None and c.scene is not None]
+        if not scenes:
+            raise DetectorError(f"every one of the {len(found)} STAC items was left out (first: "
+                                f"{found[0].item_id}: {found[0].skipped}); relax the stac.* "
+                                "filters or pick stac.asset (dry_run=true lists them)")
+        return list(zip(scenes, unique_names(scenes), strict=True))
+    sources = sources_of(cfg)
+    if not sources:
         path = demo_scene(int(cfg.demo_seed))
         return [(path, path.stem)]
-    return named_scenes(list(source) if OmegaConf.is_list(source) else [source])
+    return named_scenes(sources)
+
+
+def dry_run(cfg: DictConfig) -> str:
+    """What would be counted, one line per scene (STAC: date, AOI share, gsd, cloud cover)."""
+    found = stac_candidates(cfg)
+    if found is not None:
+        return dry_run_table(found)
+    scenes = scenes_of(cfg)
+    rows = [[name, str(scene)] for scene, name in scenes]
+    return (text_table(["name", "scene"], rows, markdown=False)
+            + f"\n{len(rows)} scene(s) would be counted (dry run: nothing counted)")
 
 
 def shard_of(cfg: DictConfig) -> tuple[int, int]:
@@ -80,8 +119,8 @@ def shard_of(cfg: DictConfig) -> tuple[int, int]:
     return shards, shard
 
 
-def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = None
-               ) -> list[SceneResult]:
+def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = None,
+               scenes: Sequence[tuple[Scene, str]] | None = None) -> list[SceneResult]:
     """Run inference over this task's scenes of ``cfg``; one failing scene does not stop the
     rest.
 
@@ -89,7 +128,10 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     (:mod:`detector.infer.shards`) and leaves the summary to the reduce step; a finished
     scene made from the same inputs is reused (:mod:`detector.infer.reuse`), so a rerun
     redoes only what is missing or changed.
-    ``bundle``/``predictor`` may be injected (tests use a stand-in model).
+    ``bundle``/``predictor`` may be injected (tests use a stand-in model); ``scenes``
+    ((scene, output name) pairs, e.g. from ``detector.monitor``) replaces ``cfg.source``'s.
+    ``dry_run=true`` prints the scenes (STAC: date, AOI share, gsd, cloud cover) and
+    counts nothing.
 
     Raises:
         DetectorError: a config value that cannot work (with this model too), no scenes
@@ -99,7 +141,10 @@ def run_config(cfg: DictConfig, bundle: Bundle | None = None, predictor: Any = N
     check_config(cfg, "infer")
     if cfg.get("aoi"):
         read_aoi(cfg.aoi)  # a bad AOI is one line before any work, not one per scene
-    scenes = scenes_of(cfg)
+    if cfg.get("dry_run"):
+        print(dry_run(cfg), flush=True)
+        return []
+    scenes = list(scenes) if scenes is not None else scenes_of(cfg)
     shards, shard = shard_of(cfg)
     mine = select_shard(scenes, [p for p, _ in scenes], shards, shard)
     if shards > 1:
@@ -137,7 +182,7 @@ def reduce_run(cfg: DictConfig) -> dict[str, int]:
     return counts
 
 
-def run_scene(path: Path, name: str, out: Path, bundle: Bundle, predictor: Any,
+def run_scene(path: Scene, name: str, out: Path, bundle: Bundle, predictor: Any,
               cfg: DictConfig) -> SceneResult:
     """One scene; a failure is written as ``<name>.error.json`` (the reason) and returned.
 
@@ -191,18 +236,26 @@ def _gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def run(source: Any = None, weights: str | Path | None = None, **overrides: Any
+def run(source: Any = None, weights: str | Path | None = None,
+        scenes: Sequence[tuple[Scene, str]] | None = None, **overrides: Any
         ) -> list[SceneResult]:
     """Detect and count vehicles in one or more scenes.
 
     Args:
-        source: a GeoTIFF, a folder, a glob, a ``.txt`` listing scenes, or a list of these;
-            None runs the cached demo scene.
+        source: a GeoTIFF, a URL (``https://``, ``http://``, ``s3://``), a folder, a glob,
+            a ``.txt`` listing scenes, STAC JSON (Item, ItemCollection, Catalog,
+            Collection), or a list of these; None runs the cached demo scene, or the
+            ``stac.url`` search when that is set.
         weights: a ``.pt`` bundle; None uses the bundled model.
+        scenes: (scene, output name) pairs already resolved (URLs as
+            :class:`~detector.remote.SceneRef`, e.g. STAC items), counted instead of
+            ``source``'s; ``source`` is then only recorded.
         **overrides: ``conf/infer.yaml`` keys, e.g. ``out="results"``, ``aoi="station.geojson"``,
             ``quicklook=False``, ``tiling="default"``, ``**{"merge.threshold": 0.6}``.
 
     Returns:
         One :class:`SceneResult` per scene (failed scenes have ``ok=False`` and ``error``).
     """
-    return run_config(config(source, weights, **overrides))
+    if scenes is not None and source is None:
+        source = [str(scene) for scene, _ in scenes]
+    return run_config(config(source, weights, **overrides), scenes=scenes)

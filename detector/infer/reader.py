@@ -31,7 +31,8 @@ from rasterio.features import geometry_mask
 from shapely.geometry import box
 
 from detector.infer.tiling import Tile
-from detector.raster import read_image
+from detector.raster import open_raster, read_image
+from detector.remote import SceneRef, is_url, scene_env
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,18 @@ def pad_image(image: np.ndarray, size: int, fill: int) -> np.ndarray:
 
 
 def read_tile_valid(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch,
-                    net_size: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+                    net_size: int | None = None, clip: tuple[int, int, int, int] | None = None
+                    ) -> tuple[np.ndarray | None, np.ndarray]:
     """Read one tile resampled to ``out_size`` square: (uint8 (3, N, N) or None, valid).
 
     The same reader as training chips (:func:`detector.raster.read_image`); a one-band map
     is repeated into three bands. The image is None when no pixel is valid, and padded to
-    ``net_size`` (N; default ``out_size``); ``valid`` is (S, S) at ``out_size``.
+    ``net_size`` (N; default ``out_size``); ``valid`` is (S, S) at ``out_size``. Pixels
+    outside ``clip`` (the AOI's bounds plus a margin, source pixels) are not read and count
+    as nodata.
     """
     image, valid = read_image(src, tile.x0, tile.y0, tile.shape, out_size, stretch.bands,
-                              stretch.low, stretch.high, stretch.fill)
+                              stretch.low, stretch.high, stretch.fill, clip)
     if image is not None:
         if image.shape[0] == 1:
             image = np.repeat(image, 3, axis=0)
@@ -83,9 +87,10 @@ def read_tile_valid(src: rasterio.DatasetReader, tile: Tile, out_size: int, stre
 
 
 def read_tile(src: rasterio.DatasetReader, tile: Tile, out_size: int, stretch: Stretch,
-              net_size: int | None = None) -> np.ndarray | None:
+              net_size: int | None = None, clip: tuple[int, int, int, int] | None = None
+              ) -> np.ndarray | None:
     """:func:`read_tile_valid`'s image alone: None when the tile has no valid pixel."""
-    return read_tile_valid(src, tile, out_size, stretch, net_size)[0]
+    return read_tile_valid(src, tile, out_size, stretch, net_size, clip)[0]
 
 
 def core_valid_px(tile: Tile, valid: np.ndarray, area: shapely.Geometry | None = None
@@ -121,11 +126,12 @@ class PrefetchReader:
     Use as a context manager so the thread stops when the consumer does.
     """
 
-    def __init__(self, path: str | Path, tiles: Sequence[Tile], out_size: int,
+    def __init__(self, path: str | Path | SceneRef, tiles: Sequence[Tile], out_size: int,
                  stretch: Stretch, depth: int = 16, net_size: int | None = None,
-                 area: shapely.Geometry | None = None, overview: Any = None):
-        self.path, self.tiles, self.out_size, self.stretch = Path(path), tiles, out_size, stretch
-        self.net_size, self.area = net_size, area
+                 area: shapely.Geometry | None = None, overview: Any = None,
+                 clip: tuple[int, int, int, int] | None = None):
+        self.path, self.tiles, self.out_size, self.stretch = path, tiles, out_size, stretch
+        self.net_size, self.area, self.clip = net_size, area, clip
         self.overview = overview  # gets every tile read (``paste(tile, image)``), or None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
@@ -143,11 +149,15 @@ class PrefetchReader:
     def _work(self) -> None:
         try:
             # Decode a window's compressed blocks on every core (GTiff, GDAL >= 3.6); the
-            # setting is scoped to this thread's reads.
-            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(self.path) as src:
+            # settings (and a remote scene's, detector.remote) are scoped to this thread.
+            # Not for a remote scene: GDAL's multi-threaded path fetches the blocks again
+            # instead of using the block cache (2x the bytes over overlapping tiles).
+            threads = "1" if is_url(self.path) else "ALL_CPUS"
+            with scene_env(self.path, GDAL_NUM_THREADS=threads), \
+                    open_raster(self.path) as src:
                 for index, tile in enumerate(self.tiles):
                     image, valid = read_tile_valid(src, tile, self.out_size, self.stretch,
-                                                   self.net_size)
+                                                   self.net_size, self.clip)
                     valid_px = core_valid_px(tile, valid, self.area) if image is not None else 0.0
                     if image is not None and self.overview is not None:
                         self.overview.paste(tile, image)  # the quicklook's overview, ~free

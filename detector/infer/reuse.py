@@ -1,9 +1,10 @@
 """When a finished scene in ``out`` may be reused: only for the same inputs.
 
 Each counts JSON records under ``inputs`` what its counts were made from: the scene file
-(absolute path, size, modification time), the model (weights and card sha256), the AOI
-(path and sha256) and the settings that change counts. A rerun reuses a scene only when
-all of these are this run's; otherwise it counts the scene again and says why in one line.
+(absolute path, size, modification time; a URL without its query string), the model
+(weights and card sha256), the AOI (path and sha256) and the settings that change counts.
+A rerun reuses a scene only when all of these are this run's; otherwise it counts the scene
+again and says why in one line.
 """
 
 from __future__ import annotations
@@ -14,16 +15,28 @@ from pathlib import Path
 from typing import Any
 
 from detector.atomic import sha256_file
+from detector.remote import SceneRef
 
 # Settings that do not change the counts: where the model ran.
 NOT_COUNT_SETTINGS = ("device",)
 
 
-def scene_identity(scene: str | Path) -> dict[str, Any]:
-    """The scene file as it is now: absolute path, size (bytes) and mtime (ns)."""
-    path = Path(scene).absolute()
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def scene_identity(scene: str | Path | SceneRef) -> dict[str, Any]:
+    """The scene as it is now: absolute path, size (bytes) and mtime (ns) of a file.
+
+    A remote scene (URL, STAC asset) is known by its address without query string (a new
+    signed-URL token is the same scene), its size and mtime being unknown without a request
+    (None); a STAC asset adds its item's ``datetime``.
+    """
+    if isinstance(scene, SceneRef) and scene.remote:
+        ident: dict[str, Any] = {"path": scene.public, "size": None, "mtime_ns": None}
+    else:
+        path = Path(scene.href if isinstance(scene, SceneRef) else scene).absolute()
+        stat = path.stat()
+        ident = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if isinstance(scene, SceneRef) and scene.meta:
+        ident["datetime"] = scene.meta.get("datetime")
+    return ident
 
 
 def aoi_identity(aoi: str | Path | None) -> dict[str, Any] | None:
@@ -39,7 +52,7 @@ def card_sha256(card: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run_inputs(scene: Path, model_sha256: str, card: Any, aoi: str | Path | None,
+def run_inputs(scene: Path | SceneRef, model_sha256: str, card: Any, aoi: str | Path | None,
                settings: dict[str, Any]) -> dict[str, Any]:
     """What this run counts ``scene`` from (stored in its counts JSON under ``inputs``)."""
     return {"scene": scene_identity(scene),
@@ -70,7 +83,8 @@ def stale_reason(counts_json: Path, inputs: dict[str, Any]) -> str | None:
     scene, new_scene = old.get("scene") or {}, inputs["scene"]
     if scene.get("path") != new_scene["path"]:
         return f"it holds the counts of another scene file ({scene.get('path')})"
-    if (scene.get("size"), scene.get("mtime_ns")) != (new_scene["size"], new_scene["mtime_ns"]):
+    if {k: v for k, v in scene.items() if k != "path"} != {
+            k: v for k, v in new_scene.items() if k != "path"}:
         return "the scene file changed since it was counted"
     if old.get("model") != inputs["model"]:
         return "another model (weights or card) than the one counted with"

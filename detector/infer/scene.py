@@ -37,10 +37,11 @@ from detector.raster import (
     band_map_hint,
     check_bands,
     check_resolution,
-    open_raster,
+    open_scene,
     scene_resolution,
     scene_stretch,
 )
+from detector.remote import Scene, SceneRef
 from detector.shift import FeatureLog, shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Plan:
     area: shapely.Geometry | None
     tile_size_y: int | None = None
     overlap_y: int | None = None
+    clip: tuple[int, int, int, int] | None = None  # pixels read: AOI bounds + overlap
 
     @property
     def m_per_px(self) -> float:
@@ -104,7 +106,7 @@ def check_tiling(cfg: DictConfig, card: ModelCard) -> None:
             "tiling.tile_px")
 
 
-def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: DictConfig
+def plan_scene(src: rasterio.DatasetReader, path: Scene, card: ModelCard, cfg: DictConfig
                ) -> Plan:
     """Resolution, stretch and tile grid for one open scene (no pixel data decoded yet).
 
@@ -144,32 +146,39 @@ def plan_scene(src: rasterio.DatasetReader, path: Path, card: ModelCard, cfg: Di
     area = (aoi_mod.load_aoi(cfg.aoi, src.crs, src.transform, src.width, src.height)
             if cfg.get("aoi") else None)
     tiles = tile_grid(src.width, src.height, (size_x, size_y), (over_x, over_y))
+    clip = None
     if area is not None:
         tiles = [t for t in tiles
                  if area.intersects(box(t.x0, t.y0, t.x0 + t.size, t.y0 + t.height))]
+        # Only pixels within the overlap of the AOI are read: a car counted (centre
+        # inside) lies whole within it; beyond, pixels are nodata and a COG's blocks unread.
+        x0, y0, x1, y1 = area.bounds
+        clip = (math.floor(x0) - over_x, math.floor(y0) - over_y,
+                math.ceil(x1) + over_x, math.ceil(y1) + over_y)
     low, high = scene_stretch(src, norm)
     stretch = Stretch(bands, low, high, int(norm.get("fill", 114)))
     margin_m = float(cfg.tiling.get("core_margin_m", 0.0))
     return Plan(res, stretch, tiles, size_x, over_x, (margin_m / res.x, margin_m / res.y),
-                area, size_y, over_y)
+                area, size_y, over_y, clip)
 
 
-def detect_tiles(path: Path, plan: Plan, predictor: Any, imgsz: int, batch: int,
+def detect_tiles(path: Scene, plan: Plan, predictor: Any, imgsz: int, batch: int,
                  prefetch: int = 16, progress: bool = True, net_size: int | None = None,
                  overview: Any = None) -> Candidates:
     """Stream tiles through ``predictor``; keep what each tile owns (source pixels).
 
     Tiles are read at ``imgsz`` model pixels and padded to ``net_size`` (see
-    :func:`detector.infer.model.tile_sizes`); the valid source pixels of the tiles' cores
-    are summed into ``valid_px``. ``overview`` (a quicklook
-    :class:`detector.infer.quicklook.Overview`) gets every tile.
+    :func:`detector.infer.model.tile_sizes`), only inside ``plan.clip`` when set; the valid
+    source pixels of the tiles' cores are summed into ``valid_px``. ``overview`` (a
+    quicklook :class:`detector.infer.quicklook.Overview`) gets every tile.
     """
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     read, valid_px = 0, 0.0
     bar = progress_bar(total=len(plan.tiles), desc=path.name, unit="tile", enabled=progress,
                        leave=False)
     with PrefetchReader(path, plan.tiles, imgsz, plan.stretch, depth=prefetch,
-                        net_size=net_size, area=plan.area, overview=overview) as reader:
+                        net_size=net_size, area=plan.area, overview=overview,
+                        clip=plan.clip) as reader:
         for group, seen in batches(iter(reader), batch):
             if group:
                 outputs = predictor(np.stack([item.image for item in group]))
@@ -208,14 +217,15 @@ def build_detections(cands: Candidates, plan: Plan, card: ModelCard, classes: li
     return out
 
 
-def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: Plan,
+def scene_counts(path: Scene, detections: list[Detection], bundle: Bundle, plan: Plan,
                  cfg: DictConfig, seconds: float, src: rasterio.DatasetReader,
                  backend: str = "torch", valid_px: float | None = None) -> dict[str, Any]:
     """The counts JSON dict (docs/design.md, counts JSON) with the run's settings.
 
     ``backend`` is the backend that actually ran (``auto`` resolved); ``valid_px`` the
     source pixels holding data inside the AOI (default: all of the AOI or scene), which
-    ``area_km2`` measures.
+    ``area_km2`` measures. ``scene`` is the path, or the URL without query string; a STAC
+    asset adds its item's fields under ``stac``.
     """
     if valid_px is None:
         valid_px = plan.area.area if plan.area is not None else src.width * src.height
@@ -240,10 +250,11 @@ def scene_counts(path: Path, detections: list[Detection], bundle: Bundle, plan: 
         "tiles": len(plan.tiles),
         "n_candidates": len(detections),
         "backend": backend,
+        **({"stac": dict(path.meta)} if isinstance(path, SceneRef) and path.meta else {}),
     }
 
 
-def skipped_result(path: Path, paths: dict[str, Path]) -> SceneResult:
+def skipped_result(path: Scene, paths: dict[str, Path]) -> SceneResult:
     """Result of a scene whose outputs exist already (read back from disk)."""
     import json
 
@@ -254,13 +265,13 @@ def skipped_result(path: Path, paths: dict[str, Path]) -> SceneResult:
                        skipped=True)
 
 
-def scene_inputs(path: Path, bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
+def scene_inputs(path: Scene, bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
     """What this run counts ``path`` from (:mod:`detector.infer.reuse`)."""
     settings = {**run_settings(bundle, cfg), "m_per_px": cfg.get("m_per_px")}
     return reuse.run_inputs(path, bundle.sha256, bundle.card, cfg.get("aoi"), settings)
 
 
-def reused_result(path: Path, paths: dict[str, Path], inputs: dict[str, Any], out: Path
+def reused_result(path: Scene, paths: dict[str, Path], inputs: dict[str, Any], out: Path
                   ) -> SceneResult | None:
     """The finished scene in ``out`` when it was made from ``inputs``, else None (after
     removing its outputs and saying in one line why it is counted again)."""
@@ -290,7 +301,7 @@ def output_errors(out: Path) -> Iterator[None]:
                           "there or choose another out=") from err
 
 
-def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
+def process_scene(path: Scene, bundle: Bundle, predictor: Any, cfg: DictConfig,
                   name: str | None = None) -> SceneResult:
     """Run inference on one scene and write its outputs (``<out>/<name>.*``, ``name``
     defaulting to the file stem; see :func:`detector.infer.outputs.output_paths`).
@@ -308,7 +319,7 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
     if not cfg.overwrite and (done := reused_result(path, paths, inputs, out)) is not None:
         return done
     start = time.perf_counter()
-    with open_raster(path) as src:
+    with open_scene(path) as src:
         plan = plan_scene(src, path, bundle.card, cfg)
         imgsz, net_size = tile_sizes(bundle, cfg.tiling.get("tile_px"))
         # Shift alarm: pooled early-backbone features of every tile, from the same forward

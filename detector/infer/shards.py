@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import rasterio
 
 from detector.errors import DetectorError
+from detector.raster import open_scene
+from detector.remote import SceneRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,17 +45,17 @@ def partition(weights: Sequence[float], shards: int) -> list[int]:
     return assignment
 
 
-def scene_area(path: Path) -> float:
+def scene_area(path: Path | SceneRef) -> float:
     """Pixels in a scene (from its header; no pixel is read). 0 for an unreadable file,
     which fails fast wherever it lands."""
     try:
-        with rasterio.open(path) as src:
+        with open_scene(path) as src:
             return float(src.width) * float(src.height)
-    except (rasterio.errors.RasterioError, OSError):
+    except (DetectorError, rasterio.errors.RasterioError, OSError):
         return 0.0
 
 
-def select_shard(items: Sequence[T], paths: Sequence[Path], shards: int, shard: int
+def select_shard(items: Sequence[T], paths: Sequence[Path | SceneRef], shards: int, shard: int
                  ) -> list[T]:
     """The items of task ``shard`` of ``shards``, in their original order.
 

@@ -1,4 +1,5 @@
-"""Turn ``source=`` (a GeoTIFF, a folder, a glob, a .txt list, or a list of these) into scenes."""
+"""Turn ``source=`` (a GeoTIFF, a URL, a folder, a glob, a .txt list, or a list of these) into
+scenes (STAC sources: :mod:`detector.stac`)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detector.errors import DetectorError
+from detector.remote import SceneRef, as_scene, is_url
 from detector.scene_files import RASTER_SUFFIXES, find_rasters, unique_names
 
 __all__ = ["RASTER_SUFFIXES", "named_scenes", "resolve_sources", "source_root"]
 
 
-def resolve_sources(source: str | Path) -> list[Path]:
-    """Scene paths named by ``source``; a folder's are found in its subfolders too, sorted.
+def resolve_sources(source: str | Path | SceneRef) -> list[Path | SceneRef]:
+    """Scenes named by ``source``; a folder's are found in its subfolders too, sorted.
+
+    A URL (``https://``, ``http://``, ``s3://``) is one remote scene (a
+    :class:`~detector.remote.SceneRef`), and so is each URL line of a ``.txt`` list.
 
     Raises:
         DetectorError: nothing matches, or a named scene does not exist.
     """
+    if isinstance(source, SceneRef) or is_url(source):
+        return [as_scene(source)]
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -25,10 +32,7 @@ def resolve_sources(source: str | Path) -> list[Path]:
         hint = (f"neither it nor its subfolders hold {'/'.join(RASTER_SUFFIXES)} files; "
                 "point source= to scenes")
     elif path.suffix.lower() == ".txt" and path.is_file():
-        base = path.parent
-        scenes = [(base / line.strip()) if not Path(line.strip()).is_absolute()
-                  else Path(line.strip())
-                  for line in path.read_text().splitlines()
+        scenes = [_listed(path.parent, line.strip()) for line in path.read_text().splitlines()
                   if line.strip() and not line.lstrip().startswith("#")]
         hint = "it lists no scenes; put one path per line"
     elif glob.has_magic(text):
@@ -48,11 +52,20 @@ def resolve_sources(source: str | Path) -> list[Path]:
     return scenes
 
 
-def source_root(source: str | Path) -> Path | None:
+def _listed(base: Path, line: str) -> Path | SceneRef:
+    """A line of a ``.txt`` list: a URL, an absolute path, or a path relative to the list."""
+    if is_url(line):
+        return SceneRef(line)
+    return Path(line) if Path(line).is_absolute() else base / line
+
+
+def source_root(source: str | Path | SceneRef) -> Path | None:
     """The folder scene names are taken under: a folder source itself, a glob's fixed part.
 
     None (the scenes' common folder) for a file or a list, whose scenes have no one root.
     """
+    if isinstance(source, SceneRef) or is_url(source):
+        return None
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -72,7 +85,7 @@ def _until_magic(parts: Sequence[str]) -> list[str]:
     return fixed
 
 
-def named_scenes(sources: Sequence[str | Path]) -> list[tuple[Path, str]]:
+def named_scenes(sources: Sequence[str | Path | SceneRef]) -> list[tuple[Path | SceneRef, str]]:
     """(path, unique output name) of every scene of ``sources``, in order.
 
     One source names its scenes by their path under it (a folder keeps its scenes' names

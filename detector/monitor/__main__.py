@@ -9,9 +9,12 @@ from detector.errors import guarded
 
 
 def _monitor_and_print(cfg: DictConfig) -> None:
-    from detector.monitor.api import monitor
+    from detector.monitor.api import dry_run, monitor
     from detector.monitor.outputs import format_table
 
+    if cfg.get("dry_run"):
+        print(dry_run(cfg))
+        return
     result = monitor(cfg)
     print(format_table(result))
     if result.reused:

@@ -27,6 +27,10 @@ from detector.monitor.dates import (
 )
 from detector.monitor.inference import Runner, count_scenes
 from detector.progress import progress
+from detector.remote import SceneRef
+from detector.stac import candidates, stac_sources
+from detector.tables import text_table
+from detector.validation import check_config
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 class Entry:
     """One scene of the site and what became of it."""
 
-    scene: Path
+    scene: Path | SceneRef
     date: SceneDate | None = None
     share: float | None = None  # imaged share of the AOI
     counts: dict[str, Any] = field(default_factory=dict)
@@ -109,9 +113,12 @@ def _check_aoi(aoi: str | None) -> None:
 
 
 def _site(cfg: DictConfig) -> tuple[str, str | None, Path | None]:
-    """(source, aoi, demo truth CSV): the demo site when no source is given."""
+    """(source, aoi, demo truth CSV): the demo site when no source (nor STAC search) is
+    given."""
     if cfg.get("source") not in (None, ""):
         return str(cfg.source), (str(cfg.aoi) if cfg.get("aoi") else None), None
+    if (cfg.get("stac") or {}).get("url"):
+        return str(cfg.stac.url), (str(cfg.aoi) if cfg.get("aoi") else None), None
     from detector.monitor.demo import demo_site
 
     folder, aoi = demo_site(cfg.demo, bool(cfg.progress))
@@ -134,7 +141,7 @@ def _dates_csv(cfg: DictConfig, source: str) -> dict[str, date]:
     return read_dates_csv(path) if path is not None and path.is_file() else {}
 
 
-def undated_hint(scene: Path, csv_path: Path | None) -> str:
+def undated_hint(scene: Path | SceneRef, csv_path: Path | None) -> str:
     """Why a scene has no date and exactly how to give it one."""
     where = (f"to {csv_path} (a CSV whose first line is the header 'scene,date'; create it "
              "if missing)" if csv_path is not None else
@@ -159,6 +166,74 @@ def inspect(entry: Entry, overrides: dict[str, date], tags: list[str], aoi: str 
                               "(a scene of another site?); remove it or check the AOI")
     except DetectorError as err:
         entry.left_out = str(err)
+
+
+def site_scenes(cfg: DictConfig, source: str, aoi: str | None) -> list[Entry]:
+    """An entry per scene of the site: its files, URLs or STAC items; STAC items the
+    ``stac.*`` filters leave out come already left out, with the reason.
+
+    Raises:
+        DetectorError: a missing source, or unreadable STAC.
+    """
+    stac = cfg.get("stac") or {}
+    searching = cfg.get("source") in (None, "") and stac.get("url")
+    sources = [] if searching else [source]
+    if stac_sources(sources, stac):
+        return [Entry(c.scene or SceneRef(c.item_id, hint=c.item_id), left_out=c.skipped)
+                for c in candidates(sources, cfg.stac, aoi)]
+    return [Entry(s) for s in resolve_sources(source)]  # a missing path: one line, now
+
+
+def site_entries(cfg: DictConfig, source: str, aoi: str | None) -> list[Entry]:
+    """Every scene of the site with its date and imaged AOI share, or why it is left out.
+
+    Raises:
+        DetectorError: bad config values, AOI, source or dates CSV.
+    """
+    _check_aoi(aoi)
+    entries = site_scenes(cfg, source, aoi)
+    if aoi is None:
+        log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
+                    "scene covers the same ground")
+    overrides = _dates_csv(cfg, source)
+    for name in unknown_scenes(overrides, [e.scene for e in entries]):
+        log.warning("dates.csv names %s, which is not among the scenes", name)
+    csv_path = dates_csv_path(cfg, source)
+    for entry in progress(entries, desc="dates and AOI cover", unit="scene",
+                          enabled=bool(cfg.progress)):
+        if entry.left_out is None:
+            inspect(entry, overrides, list(cfg.date_tags), aoi, csv_path)
+    drop_duplicates(entries)
+    return entries
+
+
+def dry_run(cfg: DictConfig) -> str:
+    """What a monitor run would count: each scene's date, AOI share (STAC: also gsd and
+    cloud cover), or why it is left out; nothing is counted."""
+    check_config(cfg, "monitor")
+    source, aoi, _ = _site(cfg)
+    entries = site_entries(cfg, source, aoi)
+    rows = [[e.scene.name, str(e.date.day) if e.date else "",
+             "" if e.share is None else f"{e.share:.0%}",
+             _field(e, "gsd"), _field(e, "eo:cloud_cover"),
+             _status(e, float(cfg.min_share))] for e in entries]
+    kept = sum(e.left_out is None for e in entries)
+    return (text_table(["scene", "date", "AOI imaged", "gsd m", "cloud %", "status"], rows,
+                       markdown=False)
+            + f"\n{kept} of {len(entries)} scenes would be counted (dry run: nothing counted)")
+
+
+def _status(entry: Entry, min_share: float) -> str:
+    if entry.left_out is not None:
+        return f"left out: {entry.left_out}"
+    if (entry.share or 0.0) < min_share:
+        return f"count, not compared (images < {min_share:.0%} of the AOI)"
+    return "count"
+
+
+def _field(entry: Entry, key: str) -> str:
+    meta = entry.scene.meta if isinstance(entry.scene, SceneRef) else {}
+    return "" if meta.get(key) is None else f"{meta[key]:g}"
 
 
 def drop_duplicates(entries: list[Entry]) -> None:
@@ -191,21 +266,10 @@ def monitor(cfg: DictConfig, runner: Runner | None = None) -> Monitoring:
     Raises:
         DetectorError: bad settings, AOI, dates CSV or weights, or no scene left to report.
     """
+    check_config(cfg, "monitor")
     settings = settings_of(cfg)
     source, aoi, truth = _site(cfg)
-    _check_aoi(aoi)
-    scenes = resolve_sources(source)  # a missing path: one line, before any work
-    if aoi is None:
-        log.warning("no aoi= given: counting whole scenes, which is only comparable when every "
-                    "scene covers the same ground")
-    overrides = _dates_csv(cfg, source)
-    for name in unknown_scenes(overrides, scenes):
-        log.warning("dates.csv names %s, which is not among the scenes", name)
-    entries = [Entry(s) for s in scenes]
-    for entry in progress(entries, desc="dates and AOI cover", unit="scene",
-                          enabled=bool(cfg.progress)):
-        inspect(entry, overrides, list(cfg.date_tags), aoi, dates_csv_path(cfg, source))
-    drop_duplicates(entries)
+    entries = site_entries(cfg, source, aoi)
     todo = [e for e in entries if e.left_out is None]
     out = Path(cfg.out)
     extra = cfg.get("infer")
@@ -248,7 +312,8 @@ def run(source: str | Path | None = None, **overrides: Any) -> Monitoring:
     """Python API: ``run("site/", aoi="station.geojson", out="monitor")``.
 
     Args:
-        source: folder, glob or ``.txt`` list of scenes of one site; None: the demo site.
+        source: folder, glob or ``.txt`` list of scenes (paths or URLs) of one site, or
+            STAC JSON; None: the ``stac.url`` search when set, else the demo site.
         **overrides: ``conf/monitor.yaml`` keys (dotted allowed), e.g. ``min_share=0.8``.
     """
     return monitor(config(source=None if source is None else str(source), **overrides))

@@ -13,7 +13,8 @@ from rasterio.windows import Window
 from shapely.geometry import box
 
 from detector.infer import aoi as infer_aoi
-from detector.raster import open_raster, valid_mask
+from detector.raster import open_scene, valid_mask
+from detector.remote import SceneRef
 
 _MAX_SIDE = 1024  # the share is measured on a grid at most this many cells a side
 
@@ -54,12 +55,12 @@ def imaged_share(src: rasterio.DatasetReader, area: shapely.Geometry,
     return min(1.0, share)
 
 
-def scene_share(path: str | Path, aoi: str | Path | None) -> float:
+def scene_share(path: str | Path | SceneRef, aoi: str | Path | None) -> float:
     """Imaged share of the AOI in the scene at ``path`` (of the whole scene without an AOI).
 
     Raises:
         DetectorError: unreadable scene or AOI.
     """
-    with open_raster(path) as src:
+    with open_scene(path) as src:
         area = aoi_pixels(aoi, src) if aoi else box(0, 0, src.width, src.height)
         return imaged_share(src, area)

@@ -14,7 +14,8 @@ from datetime import date
 from pathlib import Path
 
 from detector.errors import DetectorError
-from detector.raster import open_raster
+from detector.raster import open_scene
+from detector.remote import SceneRef
 
 # Acquisition time first; TIFFTAG_DATETIME last (often the processing time).
 DEFAULT_TAGS = ("ACQUISITION_DATETIME", "ACQUISITIONDATETIME", "ACQUISITION_DATE",
@@ -66,13 +67,13 @@ def date_from_tags(tags: Mapping[str, str], names: Sequence[str] = DEFAULT_TAGS
     return None
 
 
-def read_tags(path: str | Path) -> dict[str, str]:
+def read_tags(path: str | Path | SceneRef) -> dict[str, str]:
     """Every metadata tag of a raster (default domain first, then the other domains).
 
     Raises:
         DetectorError: the file is not a readable raster.
     """
-    with open_raster(path) as src:
+    with open_scene(path) as src:
         tags = dict(src.tags())
         for domain in src.tag_namespaces() or []:
             if domain not in _SKIP_DOMAINS:
@@ -111,11 +112,15 @@ def read_dates_csv(path: str | Path) -> dict[str, date]:
     return out
 
 
-def scene_date(path: Path, overrides: Mapping[str, date], tag_names: Sequence[str],
+def scene_date(path: Path | SceneRef, overrides: Mapping[str, date], tag_names: Sequence[str],
                tags: Mapping[str, str] | None = None) -> SceneDate | None:
-    """A scene's date: ``dates.csv`` (by file name), then tags, then the file name."""
+    """A scene's date: ``dates.csv`` (by file name, or STAC item id), then a STAC item's
+    ``datetime``, then tags, then the file name."""
     if path.name in overrides:
         return SceneDate(overrides[path.name], "dates.csv")
+    when = path.meta.get("datetime") if isinstance(path, SceneRef) else None
+    if when:
+        return SceneDate(date.fromisoformat(str(when)[:10]), "STAC datetime")
     found = date_from_tags(read_tags(path) if tags is None else tags, tag_names)
     if found is not None:
         return found
@@ -123,7 +128,8 @@ def scene_date(path: Path, overrides: Mapping[str, date], tag_names: Sequence[st
     return SceneDate(day, "file name") if day is not None else None
 
 
-def unknown_scenes(overrides: Mapping[str, date], scenes: Iterable[Path]) -> list[str]:
+def unknown_scenes(overrides: Mapping[str, date], scenes: Iterable[Path | SceneRef]
+                   ) -> list[str]:
     """Names in ``dates.csv`` that match no scene (probably a typo)."""
     names = {p.name for p in scenes}
     return sorted(n for n in overrides if n not in names)
