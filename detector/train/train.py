@@ -20,11 +20,13 @@ from detector.atomic import atomic_path, sha256_file
 from detector.bundle import ModelCard, write_card
 from detector.data.yolo import class_names, dataset_split_images
 from detector.errors import DetectorError
-from detector.train import offline  # sets YOLO_OFFLINE before ultralytics loads
+from detector.train import (
+    offline,  # sets YOLO_OFFLINE before ultralytics loads
+    pretrained,
+)
 from detector.train.augment import build_augmentations, ultralytics_hyp
 from detector.train.calibrate import calibrate, collect_candidates
 from detector.train.card import build_card, chip_size, model_m_per_px, yolo_metrics
-from detector.train import pretrained
 from detector.train.model import build_model, resolve_init
 from detector.validation import check_config
 

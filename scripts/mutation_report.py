@@ -1,0 +1,159 @@
+"""Mutation testing of the modules the counts' honesty rests on: killed share per module.
+
+Runs mutmut (pinned in the ``mutation`` extra) on one module at a time, each with only the
+fast test files that target it, in a throw-away copy of the checkout (the working tree is
+never mutated), and prints one row per module::
+
+    module                        mutants  killed  survived  no_tests  timeout  killed %
+
+Usage (CPU heavy: minutes to tens of minutes per module on 2 cores; not part of CI)::
+
+    nice -n 15 python scripts/mutation_report.py                      # every module, in order
+    nice -n 15 python scripts/mutation_report.py detector/raster.py   # just these
+    nice -n 15 python scripts/mutation_report.py --list               # modules and their tests
+
+Survivors' diffs go to ``outputs/mutation/<module>.survivors.txt`` and the table to
+``outputs/mutation/report.md``; ``docs/mutation.md`` holds the last figures and the
+survivors judged equivalent. The killed share counts timeouts as killed (mutmut's score)
+and mutants no test reaches as not killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "outputs" / "mutation"
+
+# Module → the fast test files that target it (listed in priority order: the modules the
+# issue's planted bugs came from first). Keep in step with the [tool.mutmut] only_mutate list.
+MODULES: dict[str, list[str]] = {
+    "detector/infer/counting.py": ["tests/test_infer_counting.py",
+                                   "tests/test_reference_counting.py"],
+    "detector/infer/tiling.py": ["tests/test_infer_tiling.py", "tests/test_reference_geo.py"],
+    "detector/raster.py": ["tests/test_reference_geo.py", "tests/test_reference_raster.py"],
+    "detector/geometry.py": ["tests/test_core.py", "tests/test_reference_geo.py"],
+    "detector/evaluate/count_metrics.py": ["tests/test_evaluate_metrics.py",
+                                           "tests/test_reference_counting.py"],
+    "detector/calibration.py": ["tests/test_reference_calibration.py",
+                                "tests/test_train_calibrate.py"],
+    "detector/infer/merge.py": ["tests/test_infer_tiling.py", "tests/test_reference_merge.py"],
+    "detector/infer/aoi.py": ["tests/test_reference_geo.py"],
+    "detector/train/calibrate.py": ["tests/test_train_calibrate.py",
+                                    "tests/test_reference_calibration.py"],
+    "detector/monitor/baseline.py": ["tests/test_monitor_baseline.py"],
+    "detector/shift.py": ["tests/test_shift.py"],
+    "detector/adapt/crossfit.py": ["tests/test_adapt.py"],
+}
+
+
+def checkout_files() -> list[str]:
+    """Tracked and untracked-but-not-ignored files of the checkout (what a commit would hold)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    return [f for f in out.splitlines() if (REPO / f).is_file()]
+
+
+def mutmut_section(module: str, tests: list[str]) -> str:
+    """The [tool.mutmut] table for one module and its tests."""
+    def toml_list(items: list[str]) -> str:
+        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+    return ("[tool.mutmut]\n"
+            'source_paths = ["detector"]\n'
+            f"only_mutate = {toml_list([module])}\n"
+            'pytest_add_cli_args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-q"]\n'
+            f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+            'also_copy = ["conf", "tests", "scripts"]\n'
+            "use_git_change_detection = false\n")
+
+
+def prepare(module: str, tests: list[str]) -> Path:
+    """A copy of the checkout whose pyproject's [tool.mutmut] targets ``module`` only."""
+    work = Path(tempfile.mkdtemp(prefix="mutation-"))
+    for name in checkout_files():
+        dst = work / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dst)
+    pyproject = (work / "pyproject.toml").read_text()
+    head = pyproject.split("[tool.mutmut]")[0].rstrip() + "\n\n"
+    (work / "pyproject.toml").write_text(head + mutmut_section(module, tests))
+    return work
+
+
+def run_module(module: str, tests: list[str], jobs: int) -> dict[str, int | float | str]:
+    """Mutate ``module`` in a scratch copy, run its tests per mutant; stats and survivors."""
+    missing = [t for t in tests if not (REPO / t).is_file()]
+    if missing:
+        raise SystemExit(f"{module}: test file(s) {missing} not found; fix MODULES in {__file__}")
+    work = prepare(module, tests)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut sets sys.path
+    mutmut = [sys.executable, "-m", "mutmut"]
+    start = time.time()
+    try:
+        log = subprocess.run([*mutmut, "run", "--max-children", str(jobs)], cwd=work, env=env,
+                             capture_output=True, text=True)
+        if log.returncode != 0:
+            OUT.mkdir(parents=True, exist_ok=True)
+            (OUT / (Path(module).stem + ".log")).write_text(log.stdout + log.stderr)
+            raise SystemExit(f"{module}: mutmut run failed (exit {log.returncode}); "
+                             f"see {OUT / (Path(module).stem + '.log')}")
+        subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True,
+                       capture_output=True)
+        stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+        names = subprocess.run([*mutmut, "results"], cwd=work, env=env, check=True,
+                               capture_output=True, text=True).stdout
+        survivors = [line.split(":")[0].strip() for line in names.splitlines()
+                     if line.strip().endswith(("survived", "no tests"))]
+        diffs = [subprocess.run([*mutmut, "show", name], cwd=work, env=env,
+                                capture_output=True, text=True).stdout for name in survivors]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / (module.replace("/", ".") + ".survivors.txt")).write_text("\n".join(diffs))
+    killed = int(stats["killed"]) + int(stats["timeout"])
+    counted = killed + int(stats["survived"]) + int(stats["no_tests"])
+    return {"module": module, "mutants": int(stats["total"]), "killed": int(stats["killed"]),
+            "survived": int(stats["survived"]), "no_tests": int(stats["no_tests"]),
+            "timeout": int(stats["timeout"]),
+            "share": round(100 * killed / counted, 1) if counted else 0.0,
+            "minutes": round((time.time() - start) / 60, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="module paths (default: all, in order)")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once")
+    parser.add_argument("--list", action="store_true", help="print modules and tests, exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for module, tests in MODULES.items():
+            print(f"{module}: {' '.join(tests)}")
+        return 0
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        print(f"unknown module(s) {unknown}; known: {list(MODULES)}", file=sys.stderr)
+        return 2
+    header = "| module | mutants | killed | timeout | survived | no tests | killed % | min |"
+    rows = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    print(header, flush=True)
+    for module in args.modules or list(MODULES):
+        r = run_module(module, MODULES[module], args.jobs)
+        row = (f"| {r['module']} | {r['mutants']} | {r['killed']} | {r['timeout']} | "
+               f"{r['survived']} | {r['no_tests']} | {r['share']} | {r['minutes']} |")
+        rows.append(row)
+        print(row, flush=True)
+        (OUT / "report.md").write_text("\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
