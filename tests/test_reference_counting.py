@@ -335,3 +335,29 @@ def test_summarize_by_hand():
     assert zero["mape"] is None and zero["wape"] is None and zero["mae"] == 0.0
     both = counting_metrics([{"wagons": rows[0], "classes": {"a": rows[2]}}], ["a"])
     assert both["wagons"]["mae"] == 2.0 and both["classes"]["a"]["mae"] == 4.0
+
+
+def test_rounding_of_expected_and_mean_confidence():
+    summary, _ = class_summary(np.array([0.123456]), np.array([1 / 3]), threshold=0.1)
+    assert summary["expected"] == 0.333 and summary["mean_confidence"] == 0.1235
+    _, wagons = summarize_counts(CLASSES, ["freight_car"], np.array([0.9]), np.array([1 / 3]),
+                                 0.5)
+    assert wagons["expected"] == 0.333
+
+
+def test_one_calibration_truth_is_evidence_too():
+    # found 1 of 1: recall ~ Beta(2, 1), mean 2/3 -- far from certain, so the pmf widens
+    pmf = uncertain_recall_correction(delta(5), 1, 1)
+    ref = recall_mixture(delta(5), 1, 1, len(pmf) - 1)
+    assert np.abs(pmf - ref).max() < 1e-5
+    assert (np.arange(len(pmf)) * pmf).sum() > 6.0
+    # found 0 of 1: Beta(1, 2), recalls below 0.05 are floored
+    assert (np.arange(len(p := uncertain_recall_correction(delta(3), 0, 1))) * p).sum() > 9
+
+
+@pytest.mark.parametrize(("a", "b"), [(2, 5), (5, 2), (2, 2), (17, 5)])
+def test_recall_posterior_quantiles_for_small_evidence(a, b):
+    from detector.infer.counting import beta_quantiles
+
+    levels = (np.arange(9) + 0.5) / 9
+    assert np.allclose(beta_quantiles(a, b, levels), beta.ppf(levels, a, b), atol=2e-6)

@@ -176,27 +176,34 @@ def test_core_bounds_by_hand_and_owns_edges():
     assert core_bounds([0, 96, 192], 128) == [(-math.inf, 112.0), (112.0, 208.0),
                                               (208.0, math.inf)]
     assert core_bounds([0], 128) == [(-math.inf, math.inf)]
+    # 300 px, 128-px tiles, overlap 32: starts 0, 96, 172; cuts 112 and (172 + 96 + 128) / 2
     tiles = tile_grid(300, 300, 128, 32)
-    t = tiles[len(tiles) // 2 + 1] if len(tiles) > 4 else tiles[-1]
+    t = tiles[4]
+    assert (t.row, t.col, t.x0, t.y0) == (1, 1, 96, 96)
+    assert t.core == (112.0, 112.0, 198.0, 198.0)
     xmin, ymin, xmax, ymax = t.core
-    pts = np.array([[xmin, ymin], [xmax, ymin], [xmin, ymax], [xmax - 1e-9, ymax - 1e-9],
-                    [xmin - 2, ymin], [xmin, ymin - 2], [xmax + 1.5, ymin], [xmin, ymax + 1.5]],
-                   dtype=float)
-    finite = np.isfinite(pts).all(axis=1)
+    pts = np.array([[xmin, ymin], [xmax, 150], [150, ymax], [xmax - 1e-9, ymax - 1e-9],
+                    [xmin - 2, 150], [150, ymin - 2], [xmax + 1.5, 150], [150, ymax + 1.5],
+                    [xmin + 0.5, 150], [150, ymin + 0.5]])
     # half-open: the low edges are in, the high edges out
-    expected = np.array([True, False, False, True, False, False, False, False])
-    assert (t.owns(pts)[finite] == expected[finite]).all()
-    # a margin of 2 px lets in points within 2 px outside on every side
-    grown = np.array([True, True, True, True, True, True, True, True])
-    assert (t.owns(pts, margin=2.0)[finite] == grown[finite]).all()
-    assert t.owns([[xmin - 2.01, ymin]], margin=2.0).tolist() == [False]
+    assert t.owns(pts).tolist() == [True, False, False, True, False, False, False, False,
+                                    True, True]
+    # a margin of 2 px lets in points up to 2 px outside on every side
+    assert t.owns(pts, margin=2.0).tolist() == [True] * 10
+    assert t.owns(pts, margin=1.0).tolist() == [True, True, True, True, False, False, False,
+                                                False, True, True]
+    assert t.owns([[xmin - 2.01, 150], [150, ymin - 2.01], [xmax + 2, 150], [150, ymax + 2]],
+                  margin=2.0).tolist() == [False] * 4
     assert t.owns([xmin, ymin]).shape == (1,)
-    with pytest.raises(ValueError, match="overlap"):
+    assert t.owns(np.array([[150, 150]], dtype=np.int64)).tolist() == [True]
+    with pytest.raises(ValueError, match=r"need 0 <= overlap \(64\) < tile size \(64\)"):
         tile_grid(100, 100, 64, 64)
-    with pytest.raises(ValueError, match="overlap"):
-        tile_grid(100, 100, 0, 0)
-    with pytest.raises(ValueError, match="overlap"):
-        tile_grid(100, 100, 64, -1)
+    for size, overlap in [(0, 0), (-4, -8), (64, -1), (64, 65)]:
+        with pytest.raises(ValueError, match="overlap"):
+            tile_grid(100, 100, size, overlap)
+    # the smallest legal grids: no overlap, and 1-px tiles
+    assert [t.x0 for t in tile_grid(4, 1, 2, 0)] == [0, 2]
+    assert [(t.x0, t.y0) for t in tile_grid(2, 2, 1, 0)] == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 
 # --- ground resolution -------------------------------------------------------------------
