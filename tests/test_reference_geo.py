@@ -115,6 +115,12 @@ def test_obb_corners_and_back_by_hand():
     assert angle == pytest.approx(math.pi / 2)
     _, _, length, width, angle = corners_to_obb(obb_corners(0, 0, 10, 3, math.radians(150)))
     assert (length, width, angle) == pytest.approx((10.0, 3.0, math.radians(150)))
+    # every direction, corners listed either way round: the angle is the long side's
+    for deg in range(0, 180, 15):
+        for order in (1, -1):
+            c = obb_corners(3.0, 4.0, 10.0, 3.0, math.radians(deg))[::order]
+            assert corners_to_obb(c) == pytest.approx((3.0, 4.0, 10.0, 3.0, math.radians(deg)),
+                                                      abs=1e-9), (deg, order)
 
 
 def test_iou_and_visible_fraction_by_hand():
@@ -122,11 +128,20 @@ def test_iou_and_visible_fraction_by_hand():
     b = [[1, 1], [3, 1], [3, 3], [1, 3]]
     assert polygon_iou(a, b) == pytest.approx(1 / 7)  # 1 / (4 + 4 - 1)
     assert polygon_iou(a, [[5, 5], [6, 5], [6, 6], [5, 6]]) == 0.0
-    bowtie = [[0, 0], [2, 2], [2, 0], [0, 2]]  # self-intersecting: repaired, not crashing
-    assert 0.0 <= polygon_iou(bowtie, a) <= 1.0
+    # self-intersecting: repaired by buffer(0), which keeps one lobe (area 1) -> 1 / 4
+    bowtie = [[0, 0], [2, 2], [2, 0], [0, 2]]
+    assert polygon_iou(bowtie, a) == pytest.approx(0.25)
+    assert polygon_iou(a, bowtie) == pytest.approx(0.25)
+    # small polygons (union below 1) and degenerate ones (no area at all)
+    tiny = [[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5]]
+    assert polygon_iou(tiny, tiny) == pytest.approx(1.0)
+    line = [[0, 0], [1, 1], [2, 2], [0, 0]]
+    assert polygon_iou(line, line) == 0.0
     assert visible_fraction(a, (1, 0, 10, 10)) == pytest.approx(0.5)
     assert visible_fraction(a, (1, 1, 10, 10)) == pytest.approx(0.25)
-    assert visible_fraction([[0, 0], [1, 1], [2, 2], [0, 0]], (0, 0, 5, 5)) == 0.0
+    assert visible_fraction(tiny, (0, 0, 5, 5)) == pytest.approx(1.0)
+    assert visible_fraction(tiny, (0.25, 0, 5, 5)) == pytest.approx(0.5)
+    assert visible_fraction(line, (0, 0, 5, 5)) == 0.0
 
 
 @pytest.mark.parametrize(("start", "stop", "side", "stride", "expected"), [
@@ -136,6 +151,9 @@ def test_iou_and_visible_fraction_by_hand():
     (0, 129, 128, 96, [0, 1]),
     (0, 1, 128, 96, [0]),
     (10, 30, 8, 8, [10, 18, 22]),
+    (10, 15, 8, 4, [10]),   # shorter than a window, away from the origin
+    (10, 18, 8, 4, [10]),
+    (10, 19, 8, 4, [10, 11]),
     (0, 10, 4, 0, [0, 1, 2, 3, 4, 5, 6]),  # stride 0 is treated as 1
 ])
 def test_window_starts_by_hand(start, stop, side, stride, expected):

@@ -224,3 +224,21 @@ def test_gdal_cache_sets_and_restores_the_limit():
     with gdal_cache():
         assert get_gdal_config("GDAL_CACHEMAX") == 256 * 2**20
     assert get_gdal_config("GDAL_CACHEMAX") == before
+
+
+def test_write_geotiff_records_what_it_was_given(tmp_path):
+    data = np.arange(2 * 300 * 260, dtype=np.int16).reshape(2, 300, 260) % 1000
+    path = tmp_path / "w.tif"
+    write_geotiff(path, data, T, UTM, nodata=-1)
+    with rasterio.open(path) as src:
+        assert (src.count, src.height, src.width, src.dtypes) == (2, 300, 260, ("int16",) * 2)
+        assert src.transform == T and src.crs == UTM and src.nodata == -1
+        assert src.block_shapes == [(256, 256)] * 2
+        assert src.compression.name == "deflate"
+        assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
+        assert np.array_equal(src.read(), data)
+    strips = tmp_path / "s.tif"
+    write_geotiff(strips, data[:1], T, None, tiled=False)
+    with rasterio.open(strips) as src:
+        assert src.block_shapes[0][1] == 260 and src.crs is None and src.nodata is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif", "w.tif"]
