@@ -90,8 +90,22 @@ def prepare(module: str, tests: list[str]) -> Path:
     return work
 
 
-def run_module(module: str, tests: list[str], jobs: int) -> dict[str, int | float | str]:
-    """Mutate ``module`` in a scratch copy, run its tests per mutant; stats and survivors."""
+def survivor_names(module: str) -> list[str]:
+    """Mutants that survived the last run of ``module`` (from its survivors file)."""
+    path = OUT / (module.replace("/", ".") + ".survivors.txt")
+    if not path.is_file():
+        raise SystemExit(f"{module}: no {path}; run the module in full first")
+    return [line[2:].split(":")[0] for line in path.read_text().splitlines()
+            if line.startswith("# ")]
+
+
+def run_module(module: str, tests: list[str], jobs: int, only: list[str] | None = None
+               ) -> dict[str, int | float | str]:
+    """Mutate ``module`` in a scratch copy, run its tests per mutant; stats and survivors.
+
+    With ``only`` (mutant names: the last run's survivors), just those are tested again and
+    the result is merged into the module's last full run from ``results.json``.
+    """
     missing = [t for t in tests if not (REPO / t).is_file()]
     if missing:
         raise SystemExit(f"{module}: test file(s) {missing} not found; fix MODULES in {__file__}")
@@ -100,33 +114,42 @@ def run_module(module: str, tests: list[str], jobs: int) -> dict[str, int | floa
     mutmut = [sys.executable, "-m", "mutmut"]
     start = time.time()
     try:
-        log = subprocess.run([*mutmut, "run", "--max-children", str(jobs)], cwd=work, env=env,
-                             capture_output=True, text=True)
+        log = subprocess.run([*mutmut, "run", "--max-children", str(jobs), *(only or [])],
+                             cwd=work, env=env, capture_output=True, text=True)
         if log.returncode != 0:
             OUT.mkdir(parents=True, exist_ok=True)
             (OUT / (Path(module).stem + ".log")).write_text(log.stdout + log.stderr)
             raise SystemExit(f"{module}: mutmut run failed (exit {log.returncode}); "
                              f"see {OUT / (Path(module).stem + '.log')}")
-        subprocess.run([*mutmut, "export-cicd-stats"], cwd=work, env=env, check=True,
-                       capture_output=True)
-        stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
-        names = subprocess.run([*mutmut, "results"], cwd=work, env=env, check=True,
-                               capture_output=True, text=True).stdout
-        survivors = [line.split(":")[0].strip() for line in names.splitlines()
-                     if line.strip().endswith(("survived", "no tests"))]
+        listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, env=env,
+                                 check=True, capture_output=True, text=True).stdout
+        status = dict(line.strip().rsplit(": ", 1) for line in listing.splitlines()
+                      if ": " in line)
+        if only:
+            status = {name: status.get(name, "not checked") for name in only}
+        survivors = [n for n, v in status.items() if v in ("survived", "no tests")]
         diffs = [subprocess.run([*mutmut, "show", name], cwd=work, env=env,
                                 capture_output=True, text=True).stdout for name in survivors]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / (module.replace("/", ".") + ".survivors.txt")).write_text("\n".join(diffs))
-    killed = int(stats["killed"]) + int(stats["timeout"])
-    counted = killed + int(stats["survived"]) + int(stats["no_tests"])
-    return {"module": module, "mutants": int(stats["total"]), "killed": int(stats["killed"]),
-            "survived": int(stats["survived"]), "no_tests": int(stats["no_tests"]),
-            "timeout": int(stats["timeout"]),
-            "share": round(100 * killed / counted, 1) if counted else 0.0,
-            "minutes": round((time.time() - start) / 60, 1)}
+    counts = {k: sum(v == k for v in status.values())
+              for k in ("killed", "timeout", "survived", "no tests")}
+    result = {"module": module, "mutants": len(status), "killed": counts["killed"],
+              "timeout": counts["timeout"], "survived": counts["survived"],
+              "no_tests": counts["no tests"], "minutes": round((time.time() - start) / 60, 1)}
+    if only:  # merge into the last full run: its killed stay killed
+        last = json.loads((OUT / "results.json").read_text())[module]
+        result["mutants"] = last["mutants"]
+        result["killed"] += last["killed"]
+        result["timeout"] += last["timeout"]
+        result["minutes"] = round(last["minutes"] + result["minutes"], 1)
+        result["rerun"] = len(only)
+    killed = result["killed"] + result["timeout"]
+    counted = killed + result["survived"] + result["no_tests"]
+    result["share"] = round(100 * killed / counted, 1) if counted else 0.0
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help="module paths (default: all, in order)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once")
     parser.add_argument("--list", action="store_true", help="print modules and tests, exit")
+    parser.add_argument("--survivors", action="store_true",
+                        help="test only the last run's survivors again (after adding tests)")
     args = parser.parse_args(argv)
     if args.list:
         for module, tests in MODULES.items():
@@ -145,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(HEADER[0], flush=True)
     for module in args.modules or list(MODULES):
-        result = run_module(module, MODULES[module], args.jobs)
+        only = survivor_names(module) if args.survivors else None
+        result = run_module(module, MODULES[module], args.jobs, only)
         print(table_row(result), flush=True)
         save(result)
     return 0

@@ -343,3 +343,43 @@ def test_aoi_reaching_past_the_scene_is_clipped_and_area_follows(tmp_path, infer
 def test_resampling_is_bilinear():
     # one resampling for training chips and inference tiles; changing it retrains the model
     assert rasterio.enums.Resampling.bilinear == RESAMPLING
+
+
+def test_aoi_errors_name_the_file(tmp_path):
+    from detector.errors import DetectorError
+
+    transform = Affine(0.5, 0, 400000, 0, -0.5, 5000000)
+    crs = CRS.from_epsg(32633)
+    with pytest.raises(DetectorError, match="nowhere.geojson.*AOI"):
+        aoi_pixels(tmp_path / "nowhere.geojson", crs, transform)
+    empty = tmp_path / "empty.geojson"
+    empty.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    with pytest.raises(DetectorError, match="empty.geojson.*polygon"):
+        aoi_pixels(empty, crs, transform)
+    far = aoi_file(tmp_path / "far.geojson", [[0, 0], [10, 0], [10, 10], [0, 10]], 32633)
+    with pytest.raises(DetectorError, match="far.geojson.*does not overlap"):
+        load_aoi(far, crs, transform, 200, 160)
+    # touching the scene along an edge only: no area inside -> does not overlap either
+    edge = aoi_file(tmp_path / "edge.geojson", [[400100, 5000000], [400110, 5000000],
+                                                [400110, 4999990], [400100, 4999990]], 32633)
+    with pytest.raises(DetectorError, match="edge.geojson.*does not overlap"):
+        load_aoi(edge, crs, transform, 200, 160)
+
+
+def test_two_aoi_polygons_are_one_area_and_inside_uses_it(tmp_path):
+    x0, y0 = 400000, 5000000
+    transform = Affine(0.5, 0, x0, 0, -0.5, y0)
+    ring_a = [[x0 + 5, y0 - 5], [x0 + 15, y0 - 5], [x0 + 15, y0 - 15], [x0 + 5, y0 - 15]]
+    ring_b = [[x0 + 10, y0 - 5], [x0 + 25, y0 - 5], [x0 + 25, y0 - 15], [x0 + 10, y0 - 15]]
+    path = tmp_path / "two.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "crs": {
+        "type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}}, "features": [
+        {"type": "Feature", "properties": {},
+         "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]}}
+        for ring in (ring_a, ring_b)]}))
+    area = load_aoi(path, CRS.from_epsg(32633), transform, 200, 160)
+    # overlapping 10 m x 10 m and 15 m x 10 m -> 20 m x 10 m once: 40 x 20 px
+    assert area.area == pytest.approx(40 * 20) and area.bounds == pytest.approx((10, 10, 50, 30))
+    pts = np.array([[12, 12], [45, 25], [55, 20], [30, 5]], float)
+    assert inside(area, pts).tolist() == [True, True, False, False]
+    assert inside(area, [30.0, 20.0]).tolist() == [True]
