@@ -50,7 +50,10 @@ MODULES: dict[str, list[str]] = {
     "detector/train/calibrate.py": ["tests/test_train_calibrate.py",
                                     "tests/test_reference_calibration.py"],
     "detector/monitor/baseline.py": ["tests/test_monitor_baseline.py"],
-    "detector/shift.py": ["tests/test_shift.py"],
+    # test_shift.py builds and calibrates models (minutes): the pure statistics are tested
+    # by the reference file; the feature hooks (feature_layer, tile_features, tapped) are
+    # reached by no test here and count as not killed
+    "detector/shift.py": ["tests/test_reference_shift.py"],
     # test_adapt.py fine-tunes models (minutes per run): the stand-in tests target the module
     "detector/adapt/crossfit.py": ["tests/test_reference_crossfit.py"],
 }
