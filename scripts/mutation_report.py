@@ -49,7 +49,8 @@ MODULES: dict[str, list[str]] = {
     "detector/infer/aoi.py": ["tests/test_reference_geo.py"],
     "detector/train/calibrate.py": ["tests/test_train_calibrate.py",
                                     "tests/test_reference_calibration.py"],
-    "detector/monitor/baseline.py": ["tests/test_monitor_baseline.py"],
+    "detector/monitor/baseline.py": ["tests/test_monitor_baseline.py",
+                                     "tests/test_reference_baseline.py"],
     # test_shift.py builds and calibrates models (minutes): the pure statistics are tested
     # by the reference file; the feature hooks (feature_layer, tile_features, tapped) are
     # reached by no test here and count as not killed
