@@ -199,6 +199,11 @@ def test_check_normalization_fills_defaults_and_names_the_wrong_key():
                       ({"fill": 256}, "fill"), ({"fill": -1}, "fill")]:
         with pytest.raises(ValueError, match=word):
             check_normalization(bad)
+    with pytest.raises(ValueError, match=r"'zscore' is unknown; use one of joint_percentile, "
+                       r"percentile, none$"):
+        check_normalization({"method": "zscore"})
+    with pytest.raises(ValueError, match=r"must be \[low, high\] with 0 <= low < high <= 100$"):
+        check_normalization({"percentiles": [3, 2]})
 
 
 def test_open_raster_and_check_bands_name_the_file(tmp_path):
@@ -206,12 +211,15 @@ def test_open_raster_and_check_bands_name_the_file(tmp_path):
         open_raster(tmp_path / "missing.tif")
     junk = tmp_path / "junk.tif"
     junk.write_text("not a raster")
-    with pytest.raises(DetectorError, match="junk.tif: not a readable raster"):
+    with pytest.raises(DetectorError, match=r"junk.tif: not a readable raster \(.*junk.tif' "
+                       r"not recognized.*\); give a GeoTIFF or another GDAL-readable image$"):
         open_raster(junk)
     path = ramp_scene(tmp_path)
     with open_raster(path) as src:
         check_bands(src, [1, 2, 3], path)
-        with pytest.raises(DetectorError, match=r"has 3 band\(s\) but bands \[1, 4\]"):
+        with pytest.raises(DetectorError, match=r"has 3 band\(s\) but bands \[1, 4\] were asked "
+                           r"for; set the band map \(e.g. bands=\[1,2,3\]\) to bands the "
+                           r"scene has$"):
             check_bands(src, [1, 4], path)
         with pytest.raises(DetectorError, match="bands"):
             check_bands(src, [0], path)
@@ -242,3 +250,50 @@ def test_write_geotiff_records_what_it_was_given(tmp_path):
     with rasterio.open(strips) as src:
         assert src.block_shapes[0][1] == 260 and src.crs is None and src.nodata is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif", "w.tif"]
+
+
+def test_valid_mask_of_a_window_past_the_edge(tmp_path):
+    path = ramp_scene(tmp_path, nodata=0)  # pixel (0, 0) is 0 on every band: nodata
+    with rasterio.open(path) as src:
+        mask = valid_mask(src, rasterio.windows.Window(-1, -1, 3, 3))
+        # rows/cols -1..1: the outside row and column and pixel (0, 0) are invalid
+        assert mask.tolist() == [[False, False, False], [False, False, True],
+                                 [False, True, True]]
+        mask = valid_mask(src, rasterio.windows.Window(8, 8, 4, 4), (2, 2))
+        assert mask.tolist() == [[True, False], [False, False]]
+
+
+def test_read_window_resampled_past_the_edge_keeps_the_grid(tmp_path):
+    path = ramp_scene(tmp_path, dtype=np.float32)
+    with rasterio.open(path) as src:
+        # 8 source px from col -4 / row -2 read at 4 px (2 source px each): output col 2
+        # starts at source col 0, output row 1 at source row 0
+        data, valid = read_window(src, -4, -2, 8, 4, [1])
+        assert valid.tolist() == [[False] * 4] + [[False, False, True, True]] * 3
+        # away from the raster edge, bilinear resampling of the plane 10 * row + col gives
+        # its value at the output pixel's centre: (x, y) = (-4 + 2 c + 1, -2 + 2 r + 1) in
+        # corner coordinates, i.e. 10 * (y - 0.5) + (x - 0.5)
+        assert data[0, 2, 3] == pytest.approx(27.5) and data[0, 3, 3] == pytest.approx(47.5)
+        # a window whose columns (or rows) all lie outside reads nothing
+        for x0, y0 in [(10, 0), (0, 10), (12, 3), (-4, 20)]:
+            data, valid = read_window(src, x0, y0, 4, 4, [1])
+            assert not valid.any() and not data.any()
+
+
+def test_read_image_fills_invalid_pixels_with_114_by_default(tmp_path):
+    path = ramp_scene(tmp_path)
+    with rasterio.open(path) as src:
+        image, valid = read_image(src, 8, 8, 4, 4, [1], np.array([0.0]), np.array([255.0]))
+    assert image[0, 0, 0] == 88 and image[0, 3, 3] == 114 and valid.sum() == 4
+
+
+@pytest.mark.parametrize("shape", [(1, 10), (10, 1)])
+def test_stretch_of_one_row_and_one_column_scenes(tmp_path, shape):
+    data = np.arange(10, dtype=np.uint16).reshape(1, *shape)
+    path = tmp_path / "line.tif"
+    write_geotiff(path, data, T, UTM)
+    with rasterio.open(path) as src:
+        low, high = scene_stretch(src, {"bands": [1], "method": "percentile",
+                                        "percentiles": [0.5, 99.5]})
+    # values 0..9: percentiles at 0.005 * 9 = 0.045 and 0.995 * 9 = 8.955
+    assert (low[0], high[0]) == pytest.approx((0.045, 8.955))
