@@ -361,3 +361,11 @@ def test_recall_posterior_quantiles_for_small_evidence(a, b):
 
     levels = (np.arange(9) + 0.5) / 9
     assert np.allclose(beta_quantiles(a, b, levels), beta.ppf(levels, a, b), atol=2e-6)
+
+
+def test_probabilities_outside_0_1_are_clipped_and_the_upper_end_stays_in_the_pmf():
+    from detector.infer.counting import poisson_binomial_pmf
+
+    assert poisson_binomial_pmf([-0.2, 1.3]).tolist() == [0.0, 1.0, 0.0]
+    # a pmf whose mass falls short of 0.975 (rounding, cut tails): hi is its last value
+    assert interval(np.array([0.5, 0.4])) == (0, 1)
