@@ -118,7 +118,10 @@ def test_adapt_writes_a_bundle_whose_card_records_the_evidence(adapted, base):
         assert info["held_out"][side]["scenes"] == 3
     assert card.metrics["calibrated_on"]["cross_fitted"]
     assert card.metrics["calibrated_on"]["scenes"] == 3
-    # card.shift: a reference, or None when the features cannot tell scenes apart
+    # card.shift: a reference fitted on the three scenes, or None when the features cannot
+    # tell scenes apart
+    assert card.shift is None or (card.shift["reference"]["scenes"] == 3
+                                  and card.shift["threshold"] > 0)
     assert "| adapted (cross-fitted) |" in result.table
 
 

@@ -32,6 +32,7 @@ _TAIL = 1e-15  # mass a cut may drop from each end of a pmf
 _LGAMMA_BLOCK = 256  # integers per exact anchor of the log-gamma recursion
 _BETA_GRID = 4097  # points of the numerical Beta cdf
 _WIDEN = (10.0, 20.0, 40.0)  # standard deviations of the missed count spanned, in turn
+_ROUND_TOL = 1e-9  # float noise ignored when a stretched endpoint is rounded
 _THIN_TOL = 1e-10  # mass the thinning may lose beyond its span (float rounding is ~1e-12)
 # Subnormal floats (below this) are flushed to zero: arithmetic on them is ~100x slower.
 _TINY = float(np.finfo(float).tiny)
@@ -225,8 +226,9 @@ def interval(pmf: np.ndarray, level: float = 0.95, dispersion: float = 1.0
     hi = min(int(np.searchsorted(cdf, 1 - tail - 1e-12, side="left")), len(pmf) - 1)
     if dispersion > 1.0:
         mean, scale = pmf_mean(pmf), math.sqrt(dispersion)
-        lo = max(0, math.floor(mean - (mean - lo) * scale))
-        hi = math.ceil(mean + (hi - mean) * scale)
+        # Rounded outwards, but float noise in the mean (50 + 1e-14) must not add a count.
+        lo = max(0, math.floor(mean - (mean - lo) * scale + _ROUND_TOL))
+        hi = math.ceil(mean + (hi - mean) * scale - _ROUND_TOL)
     return lo, hi
 
 
