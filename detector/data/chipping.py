@@ -46,6 +46,19 @@ class Chip:
         return np.asarray(xy, dtype=float) / self.scale + (self.col, self.row)
 
 
+def inside_share(chip: Chip, width: int, height: int) -> float:
+    """Share of ``chip``'s area that lies inside a ``width`` x ``height`` px scene.
+
+    A chip of a scene smaller than one chip reaches past the scene's edge; that part is
+    padding (written with the fill value), not nodata, so nodata shares are taken of the
+    inside part only.
+    """
+    xmin, ymin, xmax, ymax = chip.bounds
+    w = max(0.0, min(xmax, width) - max(xmin, 0))
+    h = max(0.0, min(ymax, height) - max(ymin, 0))
+    return w * h / float(chip.side * chip.side)
+
+
 def chip_grid(region: tuple[int, int, int, int], side: int, stride: int, size: int) -> list[Chip]:
     """Chips covering ``region`` (col0, row0, col1, row1) in source pixels, row by row.
 

@@ -29,7 +29,7 @@ from detector.infer.reader import PrefetchReader, Stretch, batches
 from detector.infer.results import Detection, SceneResult
 from detector.infer.tiling import Tile, tile_grid
 from detector.raster import check_bands, open_raster, scene_m_per_px, scene_stretch
-from detector.shift import shift_fields, tapped, tile_features
+from detector.shift import alarm_fields, shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,10 @@ def process_scene(path: Path, bundle: Bundle, predictor: Any, cfg: DictConfig,
         counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
                               str(getattr(predictor, "backend", "custom")))
         counts.update(shift_fields(bundle.card.shift, feats.array()))
+        counts.update(alarm_fields((bundle.card.shift or {}).get("alarm"), counts["shift"],
+                                   np.array([d.p for d in detections]),
+                                   np.array([d.score >= bundle.card.threshold(d.cls)
+                                             for d in detections], bool), counts["area_km2"]))
         if cfg.quicklook:
             from detector.infer.quicklook import render_quicklook
 
