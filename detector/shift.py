@@ -263,9 +263,12 @@ UNSURE = (0.2, 0.8)  # a candidate with p in this range is uncertain (as the rev
 SIGNALS: dict[str, tuple[int, float]] = {
     "uncertain": (1, 0.05),     # share of plausible candidates (p >= 0.2) with p < 0.8
     "top_p": (-1, 0.03),        # mean calibrated probability of the counted detections
-    "log_density": (0, 0.2),    # log10(1 + candidates per km2)
+    "log_density": (1, 0.2),    # log10(1 + candidates per km2); few is an empty yard, not
+                                # trouble (a small-scale benchmark: two-sided alarmed on them)
     "feature": (1, 0.05),       # the feature score above (leave-one-out on calibration)
 }
+# Fewer candidates than these leave a share or a mean undefined (an empty yard is no evidence).
+MIN_PLAUSIBLE, MIN_COUNTED = 5, 3
 NOT_CALIBRATED = ("the shift alarm fired: the 95% interval is not calibrated for this scene "
                   "(not widened); check the count or adapt the model to this imagery")
 
@@ -287,8 +290,9 @@ def output_signals(p: np.ndarray, counted: np.ndarray, area_km2: float,
     counted = np.asarray(counted, bool)
     plausible = p >= UNSURE[0]
     return {
-        "uncertain": (float(np.mean(p[plausible] < UNSURE[1])) if plausible.any() else None),
-        "top_p": float(p[counted].mean()) if counted.any() else None,
+        "uncertain": (float(np.mean(p[plausible] < UNSURE[1]))
+                      if plausible.sum() >= MIN_PLAUSIBLE else None),
+        "top_p": float(p[counted].mean()) if counted.sum() >= MIN_COUNTED else None,
         "log_density": float(np.log10(1 + len(p) / max(area_km2, 1e-9))),
         "feature": None if feature is None else float(feature),
     }

@@ -98,11 +98,15 @@ def styles_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {name: styles[name] for name in args.styles}
 
 
-def real_parts(image: Path, out: Path, parts: int, cls: str = "freight_car") -> Path:
-    """The real scene cut into ``parts`` strips along its long side, as NAME.tif + .geojson.
+def real_parts(image: Path, out: Path, parts: int, cls: str = "freight_car",
+               margin_m: float = 10.0) -> Path:
+    """The real scene's labelled stretch cut into ``parts`` strips, as NAME.tif + .geojson.
 
-    Labels: every polygon touching a strip, class ``railcar`` mapped to ``cls`` (the real
-    labels do not tell wagon kinds apart). ``parts`` = 1 writes the whole scene relabelled.
+    The strips span the labelled cars (plus ``margin_m``) along the scene's long side, cut
+    at equal car counts (the tracks run along it, so a cut crosses some cars). Labels: every
+    polygon touching a strip (evaluation counts a car where at least half of it lies; chips
+    keep it by the min-visible rule), class ``railcar`` mapped to ``cls`` (the real labels
+    do not tell wagon kinds apart). ``parts`` = 1 writes the whole scene relabelled.
     """
     import rasterio
     from rasterio.windows import Window
@@ -111,25 +115,43 @@ def real_parts(image: Path, out: Path, parts: int, cls: str = "freight_car") -> 
 
     out.mkdir(parents=True, exist_ok=True)
     collection = json.loads(image.with_suffix(".geojson").read_text())
+    feats = collection["features"]
     with rasterio.open(image) as src:
-        wide = src.width >= src.height
-        length = src.width if wide else src.height
-        edges = np.linspace(0, length, parts + 1).round().astype(int)
-        for k in range(parts):
-            a, b = int(edges[k]), int(edges[k + 1])
-            win = (Window(a, 0, b - a, src.height) if wide else Window(0, a, src.width, b - a))
+        if parts == 1:
+            windows = [Window(0, 0, src.width, src.height)]
+        else:
+            inv = ~src.transform
+            wide = src.width >= src.height
+            spans = []
+            for f in feats:
+                px = [inv * tuple(c[:2]) for c in f["geometry"]["coordinates"][0]]
+                along = [p[0] if wide else p[1] for p in px]
+                spans.append((min(along), max(along)))
+            centres = np.sort([(a + b) / 2 for a, b in spans])
+            pad = margin_m / src.res[0]
+            length = src.width if wide else src.height
+            lo = max(0, int(min(a for a, _ in spans) - pad))
+            hi = min(length, int(max(b for _, b in spans) + pad) + 1)
+            cuts = [lo]
+            cuts += [int(round(centres[int(len(centres) * k / parts)])) for k in range(1, parts)]
+            cuts.append(hi)
+            windows = [(Window(a, 0, b - a, src.height) if wide
+                        else Window(0, a, src.width, b - a))
+                       for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        for k, win in enumerate(windows):
             name = image.stem if parts == 1 else f"{image.stem}_part{k + 1}"
             profile = {**src.profile, "width": int(win.width), "height": int(win.height),
-                       "transform": window_transform(win, src.transform)}
-            profile.pop("blockxsize", None), profile.pop("blockysize", None)
-            profile["tiled"] = False
+                       "transform": window_transform(win, src.transform), "tiled": False}
+            profile.pop("blockxsize", None)
+            profile.pop("blockysize", None)
             with rasterio.open(out / f"{name}.tif", "w", **profile) as dst:
                 dst.write(src.read(window=win))
-            bounds = box(*rasterio.windows.bounds(win, src.transform))
-            feats = [{**f, "properties": {**f["properties"], "class": cls}}
-                     for f in collection["features"]
-                     if Polygon(f["geometry"]["coordinates"][0]).intersects(bounds)]
-            (out / f"{name}.geojson").write_text(json.dumps({**collection, "features": feats}))
+            x0, y0, x1, y1 = rasterio.windows.bounds(win, src.transform)
+            strip = box(x0, y0, x1, y1)
+            mine = [{**f, "properties": {**f["properties"], "class": cls}} for f in feats
+                    if Polygon(np.asarray(f["geometry"]["coordinates"][0])[:, :2]
+                               ).intersects(strip)]
+            (out / f"{name}.geojson").write_text(json.dumps({**collection, "features": mine}))
     return out
 
 

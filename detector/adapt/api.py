@@ -70,24 +70,27 @@ class Budget:
     """Shares what is left of the wall-clock budget equally among the fine-tunes still to run.
 
     Each fine-tune's share is (deadline - now - reserve) / fine-tunes left, the reserve being
-    ``reserve_s`` plus the scoring still to come (scenes still to score x the latest measured
-    seconds per scene, x 1.2). Its Ultralytics time limit is that share less the overhead a
-    fine-tune spends outside training (start-up, closing validation, chip calibration, bundle
-    writing): first the configured estimate, then the latest measured.
+    ``reserve_s`` plus 1.2 x the scoring still to come (scenes still to score x the latest
+    seconds per scene, and runs still to start x the latest start-up of a run). Its
+    Ultralytics time limit is that share less the overhead a fine-tune spends outside
+    training (start-up, closing validation, chip calibration, bundle writing): first the
+    configured estimate, then the latest measured.
     """
 
     deadline: float
     reserve_s: float
     overhead_s: float = 0.0  # seconds a fine-tune spends outside its training time limit
     per_scene_s: float = 0.0  # seconds to score one scene (latest measured)
+    per_run_s: float = 0.0  # start-up of one scoring run (model load; latest measured)
     to_score: int = 0  # scene inferences still to come (fold scoring, the final model)
+    runs: int = 0  # scoring runs still to come
     max_train_s: float | None = None  # cap on one fine-tune's training time
     spent: list[dict[str, Any]] = field(default_factory=list)
 
     def left(self) -> float:
         """Seconds left before the reserve."""
-        return (self.deadline - time.monotonic() - self.reserve_s
-                - 1.2 * self.per_scene_s * self.to_score)
+        scoring = self.per_scene_s * self.to_score + self.per_run_s * self.runs
+        return self.deadline - time.monotonic() - self.reserve_s - 1.2 * scoring
 
     def next_seconds(self, remaining: int) -> tuple[float, float]:
         """(share, training time) for the next of ``remaining`` fine-tunes (time may be <= 0)."""
@@ -101,10 +104,13 @@ class Budget:
                            "train_limit_s": round(limit_s, 1), "wall_s": round(wall_s, 1)})
         self.overhead_s = max(0.0, wall_s - limit_s)
 
-    def scored(self, scenes: int, seconds: float) -> None:
-        """``scenes`` were scored in ``seconds``."""
-        self.per_scene_s = seconds / max(1, scenes)
-        self.to_score = max(0, self.to_score - scenes)
+    def scored(self, results: Sequence[Any], seconds: float) -> None:
+        """A scoring run of ``results`` took ``seconds`` (their own times: per scene)."""
+        scene_s = sum(float(r.counts.get("seconds") or 0) for r in results if r.ok)
+        self.per_scene_s = scene_s / max(1, len(results))
+        self.per_run_s = max(0.0, seconds - scene_s)
+        self.to_score = max(0, self.to_score - len(results))
+        self.runs = max(0, self.runs - 1)
 
 
 def minimum_seconds(fine_tunes: int, settings: Any) -> float:
@@ -188,8 +194,10 @@ def adapt(cfg: DictConfig, started: float | None = None) -> AdaptResult:
         # Still to come after the fine-tunes: each scene once by its fold model (and once
         # by the final model), calibration and writing.
         budget = Budget(start + budget_s, float(cfg.reserve) * budget_s,
-                        float(cfg.budget.finetune_overhead_s), one_pass / len(scenes),
-                        2 * len(scenes), cfg.budget.get("max_train_s"))
+                        float(cfg.budget.finetune_overhead_s), max_train_s=cfg.budget.get(
+                            "max_train_s"))
+        budget.scored(base_results, one_pass)  # measures a run; then what is still to come:
+        budget.to_score, budget.runs = 2 * len(scenes), len(fold_ids) + 1
         runs, final, provenance, skipped = _finetunes(cfg, base, base_card, scenes, folds,
                                                       work, budget, rows, force)
         choice = choose(rows, float(cfg.tie), FINETUNED if force else None)
@@ -290,7 +298,7 @@ def _finetunes(cfg: DictConfig, base: Path, base_card: ModelCard, scenes: list[A
         t0 = time.monotonic()
         results = run_scenes(weights, [(s.image, s.labels) for s in held], cfg.calibration,
                              cfg.device)
-        budget.scored(len(held), time.monotonic() - t0)
+        budget.scored(results, time.monotonic() - t0)
         runs.append(FoldRun(fold, held, results, _trained_scenes(data_yaml, dataset)))
     reports, provenance = held_out_after(runs, classes, cfg.calibration, not_wagons)
     rows[FINETUNED] = headline(reports, classes)

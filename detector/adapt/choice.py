@@ -1,8 +1,8 @@
 """Which adaptation candidate to ship: the best by held-out wagon error, never worse than base.
 
 Every candidate is scored on the same cross-fitted folds (``crossfit.headline`` rows). The
-error is the wagon MAPE (the wagon MAE where no scene has wagons); candidates within ``tie``
-of the best error are told apart by 95% coverage, then by simplicity (the base first, the
+error is the wagon MAPE in percent (the wagon MAE where no scene has wagons); candidates
+within ``tie`` (percentage points) of the best error are told apart by 95% coverage, then by simplicity (the base first, the
 fine-tune last), so a fine-tune must beat the base by more than noise to be shipped.
 """
 
@@ -53,13 +53,13 @@ def better(a: Mapping[str, Any], b: Mapping[str, Any], tie: float) -> bool:
     return _coverage(a) > _coverage(b)
 
 
-def choose(rows: Mapping[str, Mapping[str, Any]], tie: float = 0.01,
+def choose(rows: Mapping[str, Mapping[str, Any]], tie: float = 1.0,
            force: str | None = None) -> Choice:
     """Pick the candidate to ship from ``rows`` (name -> headline; must hold :data:`BASE`).
 
     Args:
         rows: held-out headline rows per candidate (names of :data:`ORDER`).
-        tie: errors closer than this (MAPE as a fraction) count as equal.
+        tie: errors closer than this (MAPE percentage points) count as equal.
         force: a candidate to ship whatever the table says (marked not recommended when it is
             worse than the base).
 
@@ -76,7 +76,8 @@ def choose(rows: Mapping[str, Mapping[str, Any]], tie: float = 0.01,
     figures = ", ".join(f"{n} {_fmt(rows[n])}" for n in names)
     if shipped == best:
         why = ("no candidate beat the base by more than the tie margin" if best == BASE
-               else f"lowest held-out wagon error (coverage breaks ties within {tie:.0%})")
+               else f"lowest held-out wagon error (coverage breaks ties within {tie:g} "
+                    "MAPE points)")
         reason = f"shipped {best}: {why}; held-out {figures}"
     else:
         verdict = ("; NOT RECOMMENDED: worse than the base on the held-out folds" if worse
@@ -89,7 +90,7 @@ def choose(rows: Mapping[str, Mapping[str, Any]], tie: float = 0.01,
 def _fmt(row: Mapping[str, Any]) -> str:
     e = error(row)
     cov = row.get("coverage")
-    err = "n/a" if math.isinf(e) else (f"MAPE {100 * e:.1f}%" if row.get("wagon_mape") is not None
+    err = "n/a" if math.isinf(e) else (f"MAPE {e:.1f}%" if row.get("wagon_mape") is not None
                                        else f"MAE {e:.2f}")
     return f"({err}, coverage {'n/a' if cov is None else f'{100 * cov:.0f}%'})"
 
@@ -105,7 +106,7 @@ def format_candidates(rows: Mapping[str, Mapping[str, Any]], shipped: str, base_
         if v is None:
             return "–"
         if key == "wagon_mape":
-            return f"{100 * v:.1f}"
+            return f"{v:.1f}"
         return f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else (
             f"{v:.1f}" if isinstance(v, float) else str(v))
 
