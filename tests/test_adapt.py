@@ -305,7 +305,8 @@ def test_a_planted_worse_fine_tune_is_not_recommended(bundled_scenes, base, tmp_
 
     monkeypatch.setattr(api, "_finetune", worse_finetune)
     extra = ("replay.scenes=0", "minutes=3")
-    result = adapt(adapt_cfg(bundled_scenes, BUNDLED_WEIGHTS, tmp_path / "out", *extra))
+    with fake_clock():  # the budget's decisions do not depend on the machine's speed
+        result = adapt(adapt_cfg(bundled_scenes, BUNDLED_WEIGHTS, tmp_path / "out", *extra))
     rows = result.card.adapted_from["held_out"]["candidates"]
     assert rows[FINETUNED]["wagon_mape"] > rows[BASE]["wagon_mape"]
     assert result.shipped != FINETUNED and result.recommended
@@ -314,8 +315,9 @@ def test_a_planted_worse_fine_tune_is_not_recommended(bundled_scenes, base, tmp_
     assert f"**{result.shipped}" in result.table and "shipped" in result.reason
 
     # Asked for anyway: the bundle is written, marked not recommended.
-    forced = adapt(adapt_cfg(bundled_scenes, BUNDLED_WEIGHTS, tmp_path / "forced", *extra,
-                             "force=true"))
+    with fake_clock():
+        forced = adapt(adapt_cfg(bundled_scenes, BUNDLED_WEIGHTS, tmp_path / "forced", *extra,
+                                 "force=true"))
     assert forced.shipped == FINETUNED and not forced.recommended
     assert not forced.card.adapted_from["recommended"] and "NOT RECOMMENDED" in forced.reason
     assert read_card(forced.weights).sha256 == read_card(planted).sha256
@@ -377,8 +379,9 @@ def test_a_scene_smaller_than_a_chip_is_adapted_on(tmp_path):
         make_scene(small / f"crop_{k}.tif", random_cars(rng, 2, 150, 100, 0.5), 150, 100,
                    seed=k)
     base = save_untrained(tmp_path / "base256.pt", imgsz=256)
-    result = adapt(adapt_cfg(small, base, tmp_path / "out", "force=true", "replay.scenes=0",
-                             "chip.background_keep=0"))
+    with fake_clock():
+        result = adapt(adapt_cfg(small, base, tmp_path / "out", "force=true", "replay.scenes=0",
+                                 "chip.background_keep=0"))
     assert result.shipped == FINETUNED
     assert [f["model"] for f in result.card.adapted_from["fine_tunes"]] == [
         "fold 0", "fold 1", "final"]
