@@ -2,8 +2,9 @@
 
 Every candidate is scored on the same cross-fitted folds (``crossfit.headline`` rows). The
 error is the wagon MAPE in percent (the wagon MAE where no scene has wagons); candidates
-within ``tie`` (percentage points) of the best error are told apart by 95% coverage, then by simplicity (the base first, the
-fine-tune last), so a fine-tune must beat the base by more than noise to be shipped.
+within ``tie`` (percentage points) of the best error are told apart by 95% coverage, then
+by simplicity (the base first, the fine-tune last), so a fine-tune must beat the base by
+more than noise to be shipped.
 """
 
 from __future__ import annotations
