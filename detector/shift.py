@@ -8,7 +8,8 @@ probability of the counted ones and the candidates per km2, plus the feature sco
 card's ``shift.alarm`` rule (:func:`fit_alarm`, fitted at recalibration) holds each
 signal's mean and spread on the calibration scenes; a scene alarms when any signal in the
 rule's ``use`` list lies more than ``threshold_z`` spreads beyond them in the direction that
-means trouble. Then the scene's interval is reported as not calibrated.
+means trouble, or when the feature score exceeds its own threshold. Then the scene's
+interval is reported as not calibrated.
 
 During inference a forward hook pools an early backbone block (:data:`LAYER`, where colour,
 texture and blur show; the last backbone layer measured worse on planted restyled scenes)
@@ -379,7 +380,10 @@ def alarm_fields(rule: Mapping[str, Any] | None, shift: Mapping[str, Any] | None
                                   for k, v in signals.items()},
                       "z": zs, "alarm_score": score, "threshold_z": float(rule["threshold_z"]),
                       "feature_alarm": bool(entry.get("alarm", False)),
-                      "fired": fired, "alarm": bool(fired), "rule": ALARM_METHOD})
+                      "fired": fired, "rule": ALARM_METHOD})
+        # The feature score past its own (conformal) threshold alarms too: a model that
+        # finds nothing leaves the output signals undefined, but not the features.
+        entry["alarm"] = bool(fired) or entry["feature_alarm"]
     out: dict[str, Any] = {"shift": entry or None}
     alarmed = bool(entry.get("alarm"))
     out["interval_calibrated"] = None if not entry else not alarmed  # None: not checked
