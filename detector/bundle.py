@@ -82,7 +82,9 @@ class ModelCard(BaseModel):
     dataset: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     init: str | None = None  # what training started from (scratch, a .pt, bundled)
-    shift: dict[str, Any] | None = None  # shift-alarm reference and threshold
+    # Shift alarm (detector/shift.py): the feature reference and its threshold at the top
+    # level, and (cards recalibrated since the output-signal alarm) the rule under "alarm".
+    shift: dict[str, Any] | None = None
     adapted_from: dict[str, Any] | None = None  # provenance of an adapted model
     git_commit: str = "unknown"
     weights: str | None = None

@@ -1,4 +1,15 @@
-"""Shift alarm: how unlike the calibration scenes a scene looks to the model.
+"""Shift alarm: how unlike the calibration scenes a scene looks to the model, and whether
+its count can be trusted.
+
+Two kinds of evidence. (1) Feature score, below: early-layer statistics of the tiles.
+(2) Output signals (:func:`output_signals`, backend-independent: computed from the
+candidates every backend returns): the share of uncertain candidates, the mean calibrated
+probability of the counted ones and the candidates per km2, plus the feature score. The
+card's ``shift.alarm`` rule (:func:`fit_alarm`, fitted at recalibration) holds each
+signal's mean and spread on the calibration scenes; a scene alarms when any signal in the
+rule's ``use`` list lies more than ``threshold_z`` spreads beyond them in the direction that
+means trouble, or when the feature score exceeds its own threshold. Then the scene's
+interval is reported as not calibrated.
 
 During inference a forward hook pools an early backbone block (:data:`LAYER`, where colour,
 texture and blur show; the last backbone layer measured worse on planted restyled scenes)
@@ -213,8 +224,8 @@ def shift_fields(reference: Mapping[str, Any] | None, features: np.ndarray | Non
         reference: the card's ``shift`` reference (None when it has none).
         features: this scene's tile features.
     """
-    if not reference:
-        return {"shift": None, "shift_note": NO_REFERENCE}
+    if not reference or "threshold" not in reference:
+        return {"shift": None, "shift_note": NO_REFERENCE if not reference else NO_FEATURES}
     if features is None or not len(features):
         return {"shift": None, "shift_note": NO_FEATURES}
     score = scene_score(reference, features)
@@ -225,10 +236,15 @@ def shift_fields(reference: Mapping[str, Any] | None, features: np.ndarray | Non
 
 def alarm_message(scene: str, shift: Mapping[str, Any]) -> str:
     """One line for an alarmed scene: what it means and what to do."""
-    return (f"{scene}: SHIFT score {shift['score']:.2f} > {shift['threshold']:.2f}: this scene "
-            "looks unlike the scenes the model was calibrated on, so its intervals are not "
-            "to be trusted as calibrated; adapt the model to this imagery "
-            "(python -m detector.adapt scenes=DIR of a few labelled scenes)")
+    if shift.get("fired"):
+        why = ", ".join(f"{name} z={z:+.1f}" for name, z in shift["fired"].items())
+        what = f"SHIFT ({why} beyond {shift['threshold_z']:g})"
+    else:
+        what = f"SHIFT score {shift['score']:.2f} > {shift['threshold']:.2f}"
+    return (f"{scene}: {what}: the 95% interval is NOT calibrated for this scene (it looks "
+            "unlike the scenes the model was calibrated on; the count may be wrong); adapt the "
+            "model to this imagery (python -m detector.adapt scenes=DIR of a few labelled "
+            "scenes)")
 
 
 def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float | None:
@@ -238,3 +254,139 @@ def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float | Non
         return None
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (neg.size * pos.size))
+
+
+# -- output signals and the alarm rule --------------------------------------------------------
+
+ALARM_METHOD = "output-signals/1"
+UNSURE = (0.2, 0.8)  # a candidate with p in this range is uncertain (as the review flag)
+# name: (direction, spread floor). +1: high means trouble, -1: low does, 0: either way.
+SIGNALS: dict[str, tuple[int, float]] = {
+    "uncertain": (1, 0.05),     # share of plausible candidates (p >= 0.2) with p < 0.8
+    "top_p": (-1, 0.03),        # mean calibrated probability of the counted detections
+    "log_density": (1, 0.2),    # log10(1 + candidates per km2); few is an empty yard, not
+                                # trouble (a small-scale benchmark: two-sided alarmed on them)
+    "feature": (1, 0.05),       # the feature score above (leave-one-out on calibration)
+}
+# Fewer candidates than these leave a share or a mean undefined (an empty yard is no evidence).
+MIN_PLAUSIBLE, MIN_COUNTED = 5, 3
+NOT_CALIBRATED = ("the shift alarm fired: the 95% interval is not calibrated for this scene "
+                  "(not widened); check the count or adapt the model to this imagery")
+
+
+def output_signals(p: np.ndarray, counted: np.ndarray, area_km2: float,
+                   feature: float | None = None) -> dict[str, float | None]:
+    """Backend-independent signals of one scene from its candidates.
+
+    Args:
+        p: calibrated probability of every candidate (N,).
+        counted: (N,) bool, candidates at or above their class's operating threshold.
+        area_km2: area looked at (scene or AOI), km2.
+        feature: the scene's feature score (None where not measured).
+
+    Returns:
+        {signal: value or None (undefined, e.g. no counted detection)}.
+    """
+    p = np.asarray(p, float)
+    counted = np.asarray(counted, bool)
+    plausible = p >= UNSURE[0]
+    return {
+        "uncertain": (float(np.mean(p[plausible] < UNSURE[1]))
+                      if plausible.sum() >= MIN_PLAUSIBLE else None),
+        "top_p": float(p[counted].mean()) if counted.sum() >= MIN_COUNTED else None,
+        "log_density": float(np.log10(1 + len(p) / max(area_km2, 1e-9))),
+        "feature": None if feature is None else float(feature),
+    }
+
+
+def _z(stats: Mapping[str, Any], name: str, value: float | None) -> float | None:
+    """Signed distance of ``value`` beyond the reference, in spreads (positive: trouble)."""
+    if value is None or name not in stats:
+        return None
+    d = (float(value) - float(stats[name]["mean"])) / float(stats[name]["sd"])
+    direction = SIGNALS.get(name, (0, 0))[0]
+    return abs(d) if direction == 0 else direction * d
+
+
+def _stats(rows: Sequence[Mapping[str, float | None]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, (direction, floor) in SIGNALS.items():
+        values = np.array([r[name] for r in rows if r.get(name) is not None], float)
+        if len(values) < 2:
+            continue
+        out[name] = {"mean": round(float(values.mean()), 5),
+                     "sd": round(max(float(values.std(ddof=1)), floor), 5),
+                     "direction": direction}
+    return out
+
+
+def alarm_score(rule: Mapping[str, Any], signals: Mapping[str, float | None]
+                ) -> tuple[float | None, dict[str, float]]:
+    """Largest z of the rule's signals, and the z of each measured signal."""
+    zs = {name: _z(rule["signals"], name, signals.get(name)) for name in rule["use"]}
+    zs = {k: round(v, 3) for k, v in zs.items() if v is not None}
+    return (max(zs.values()) if zs else None), zs
+
+
+def fit_alarm(rows: Sequence[Mapping[str, float | None]], use: Sequence[str],
+              threshold_z: float, names: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The card's ``shift.alarm`` rule from the calibration scenes' :func:`output_signals`.
+
+    Args:
+        rows: signals per calibration scene (with the calibration being fitted).
+        use: the signals the rule watches (the rest are recorded, not used).
+        threshold_z: a scene alarms when a used signal lies more than this many spreads
+            beyond the calibration scenes in its trouble direction.
+        names: scene names for the record.
+
+    Returns:
+        The rule, or None with fewer than two calibration scenes.
+    """
+    if len(rows) < 2:
+        return None
+    stats = _stats(rows)
+    rule = {"method": ALARM_METHOD, "signals": stats, "use": [u for u in use if u in stats],
+            "threshold_z": float(threshold_z), "unsure": list(UNSURE)}
+    loo = []
+    for k in range(len(rows)):
+        others = {**rule, "signals": _stats([r for j, r in enumerate(rows) if j != k])}
+        loo.append(alarm_score(others, rows[k])[0] if len(rows) > 2 else None)
+    rule["reference"] = {
+        "scenes": len(rows), "signals": [dict(r) for r in rows],
+        "loo_scores": [None if v is None else round(v, 3) for v in loo],
+        "loo_alarms": sum(v is not None and v > threshold_z for v in loo),
+        **({"names": list(names)} if names is not None else {})}
+    return rule
+
+
+def alarm_fields(rule: Mapping[str, Any] | None, shift: Mapping[str, Any] | None,
+                 p: np.ndarray, counted: np.ndarray, area_km2: float) -> dict[str, Any]:
+    """The counts JSON ``shift`` entry with the output-signal alarm, and the interval flag.
+
+    Args:
+        rule: the card's ``shift.alarm`` (None: only the feature alarm, as older cards).
+        shift: the feature entry from :func:`shift_fields` (may be None).
+        p, counted, area_km2: see :func:`output_signals`.
+
+    Returns:
+        ``{"shift": {...}, "interval_calibrated": bool, ["interval_note"]}``.
+    """
+    entry = dict(shift or {})
+    if rule:
+        signals = output_signals(p, counted, area_km2, entry.get("score"))
+        score, zs = alarm_score(rule, signals)
+        fired = {k: v for k, v in zs.items() if v > float(rule["threshold_z"])}
+        entry.update({"signals": {k: None if v is None else round(v, 4)
+                                  for k, v in signals.items()},
+                      "z": zs, "alarm_score": score, "threshold_z": float(rule["threshold_z"]),
+                      "feature_alarm": bool(entry.get("alarm", False)),
+                      "fired": fired, "rule": ALARM_METHOD})
+        # The feature score past its own (conformal) threshold alarms too: a model that
+        # finds nothing leaves the output signals undefined, but not the features.
+        entry["alarm"] = bool(fired) or entry["feature_alarm"]
+    out: dict[str, Any] = {"shift": entry or None}
+    alarmed = bool(entry.get("alarm"))
+    out["interval_calibrated"] = None if not entry else not alarmed  # None: not checked
+    if alarmed:
+        out["interval_note"] = NOT_CALIBRATED
+    return out

@@ -107,7 +107,11 @@ CALIBRATION = {"candidate_conf": between(0, 1, open_lo=True), "iou": UNIT_OPEN,
                "min_samples": between(1, None, integer=True),
                "max_det": between(1, None, integer=True),
                "batch": between(1, None, integer=True),
-               "level": one_of("scenes", "chips"), "operating": one_of("count", "f1")}
+               "level": one_of("scenes", "chips"), "operating": one_of("count", "f1"),
+               "shift.alarm.threshold_z": between(0, None, open_lo=True),
+               "shift.alarm.use": Rule(lambda v: isinstance(v, list) and bool(v) and set(v) <= {
+                   "uncertain", "top_p", "log_density", "feature"},
+                   "a non-empty list of uncertain, top_p, log_density, feature")}
 DATA_SOURCES = ("synthetic", "geojson", "xview", "yolo")
 DATA = {"source": one_of(*DATA_SOURCES),
         "m_per_px": between(0, None, open_lo=True),
@@ -182,6 +186,18 @@ RULES: dict[str, dict[str, Rule]] = {
               "trainer.time": between(0, None, open_lo=True, optional=True),
               "evaluate_test": boolean(), "tensorboard": boolean()},
     "dataset": {**prefixed("data", DATA), "task": TASK},
+    "adapt": {**prefixed("calibration", CALIBRATION),
+              "minutes": between(0, None, open_lo=True), "force": boolean(),
+              "tie": between(0, None), "reserve": between(0, 1),
+              **prefixed("budget", {"min_train_s": between(0, None, open_lo=True),
+                                    "finetune_overhead_s": between(0, None),
+                                    "fixed_s": between(0, None),
+                                    "max_train_s": between(0, None, open_lo=True,
+                                                           optional=True)}),
+              **prefixed("replay", {"scenes": between(0, None, integer=True),
+                                    "size": between(64, None, integer=True),
+                                    "share": between(0, 0.9)}),
+              "trainer": mapping("trainer")},
     "recalibrate": {**prefixed("calibration", CALIBRATION),
                     "split": one_of("train", "val", "test"), "progress": boolean()},
 }

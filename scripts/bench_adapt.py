@@ -1,31 +1,32 @@
-"""Benchmark of `python -m detector.adapt` and of the shift alarm, on styles the base never saw.
+"""Benchmark of `python -m detector.adapt` on styles the base never saw, and on real imagery.
 
 For each style (synth overrides, dotted keys of conf/synth.yaml that REPLACE the training
-scene settings of conf/experiment/synthetic_default.yaml): generate --train-scenes labelled
-scenes to adapt on and --test-scenes other scenes of that style; evaluate the base and the
-adapted bundle on the test scenes; print wagon MAPE, bias, 95% coverage and covered_car F1
-side by side with the minutes adaptation took.
-
-Shift validation: the base weights are first recalibrated on --cal-scenes in-style scenes
-(that records the shift reference); in-style held-out scenes (--in-style) and every style's
-test scenes are scored. Reported: the AUROC of the shift score (in-style vs off-style), the
-alarm rates, and how often an alarmed vs a quiet scene's wagon interval misses the truth.
+scene settings of the bundled model's experiment): generate --train-scenes labelled scenes to
+adapt on and --test-scenes other scenes of that style; adapt; evaluate the base and the
+shipped bundle on the test scenes. Per style: what adapt shipped (base, base recalibrated or
+fine-tuned recalibrated) and whether it is recommended, every candidate's held-out-fold MAPE
+and coverage, and on the test scenes wagon MAPE, 95% coverage and covered_car F1 before and
+after, with the minutes adaptation took. With --real-parts N (default 3) the real north
+scene (../shared/real/muttenz_north.tif, 78 railcars; ``railcar`` mapped to freight_car) is
+cut into N strips that are the adapt scenes (no other real labelled scene exists to test on,
+so its figures are the held-out folds').
 
     python scripts/bench_adapt.py [--weights BASE.pt] [--styles tarp_colours desert ...]
         [--style-json '{"name": {"style.haze": [0.4, 0.6]}}'] [--minutes 15]
-        [--train-scenes 3] [--test-scenes 8] [--size 2000] [--out outputs/bench_adapt]
+        [--train-scenes 3] [--test-scenes 8] [--size 2000] [--real-parts 3]
+        [--adapt-override KEY=VALUE ...] [--out outputs/bench_adapt]
 
-Tiny check (minutes): --minutes 1 --size 600 --train-scenes 3 --test-scenes 2 --cal-scenes 2
---in-style 2 --styles tarp_colours. Writes OUT/bench_adapt.{json,md}.
+The shift alarm has its own benchmark: scripts/bench_shift.py. Writes OUT/bench_adapt.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from detector.bundle import resolve_weights
 from detector.config import compose
@@ -38,7 +39,8 @@ from detector.evaluate.experiments import (
     save_results,
     training_scene_settings,
 )
-from detector.shift import auroc
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real" / "muttenz_north.tif"
 
 # Styles the bundled model never saw (each replaces keys of the training scene settings).
 # Others come from --style-json, e.g. the generator's named styles as config overrides.
@@ -71,10 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=15.0, help="adaptation budget")
     parser.add_argument("--train-scenes", type=int, default=3)
     parser.add_argument("--test-scenes", type=int, default=8)
-    parser.add_argument("--cal-scenes", type=int, default=8,
-                        help="in-style scenes the base is recalibrated on (shift reference)")
-    parser.add_argument("--in-style", type=int, default=8,
-                        help="in-style held-out scenes for the shift AUROC")
+    parser.add_argument("--real-parts", type=int, default=3,
+                        help="also adapt on the real north scene cut into this many parts "
+                             "(railcar mapped to freight_car); 0: not")
+    parser.add_argument("--adapt-override", nargs="*", default=[],
+                        help="extra conf/adapt.yaml overrides, e.g. budget.min_train_s=10")
     parser.add_argument("--size", type=int, default=2000, help="scene side in pixels")
     parser.add_argument("--seed", type=int, default=8800)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_adapt"))
@@ -95,34 +98,82 @@ def styles_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {name: styles[name] for name in args.styles}
 
 
-def reference_base(args: argparse.Namespace, in_style: dict[str, Any]) -> Path:
-    """A copy of the base recalibrated on in-style scenes (its card gets the shift reference)."""
-    from detector.train.recalibrate import recalibrate
+def real_parts(image: Path, out: Path, parts: int, cls: str = "freight_car",
+               margin_m: float = 10.0) -> Path:
+    """The real scene's labelled stretch cut into ``parts`` strips, as NAME.tif + .geojson.
 
-    base = resolve_weights(args.weights)
-    cal = make_scenes(args.out / "scenes" / "calibration", args.cal_scenes, args.seed,
-                      {**in_style, "size": [args.size, args.size]})
-    copy = args.out / "base" / base.name
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(base, copy)
-    shutil.copy(base.with_suffix(".json"), copy.with_suffix(".json"))
-    recalibrate(copy, compose("recalibrate").calibration, scenes=cal)
-    return copy
+    The strips span the labelled cars (plus ``margin_m``) along the scene's long side, cut
+    at equal car counts (the tracks run along it, so a cut crosses some cars). Labels: every
+    polygon touching a strip (evaluation counts a car where at least half of it lies; chips
+    keep it by the min-visible rule), class ``railcar`` mapped to ``cls`` (the real labels
+    do not tell wagon kinds apart). ``parts`` = 1 writes the whole scene relabelled.
+    """
+    import rasterio
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+    from shapely.geometry import Polygon, box
+
+    out.mkdir(parents=True, exist_ok=True)
+    collection = json.loads(image.with_suffix(".geojson").read_text())
+    feats = collection["features"]
+    with rasterio.open(image) as src:
+        if parts == 1:
+            windows = [Window(0, 0, src.width, src.height)]
+        else:
+            inv = ~src.transform
+            wide = src.width >= src.height
+            spans = []
+            for f in feats:
+                px = [inv * tuple(c[:2]) for c in f["geometry"]["coordinates"][0]]
+                along = [p[0] if wide else p[1] for p in px]
+                spans.append((min(along), max(along)))
+            centres = np.sort([(a + b) / 2 for a, b in spans])
+            pad = margin_m / src.res[0]
+            length = src.width if wide else src.height
+            lo = max(0, int(min(a for a, _ in spans) - pad))
+            hi = min(length, int(max(b for _, b in spans) + pad) + 1)
+            cuts = [lo]
+            cuts += [int(round(centres[int(len(centres) * k / parts)])) for k in range(1, parts)]
+            cuts.append(hi)
+            windows = [(Window(a, 0, b - a, src.height) if wide
+                        else Window(0, a, src.width, b - a))
+                       for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        for k, win in enumerate(windows):
+            name = image.stem if parts == 1 else f"{image.stem}_part{k + 1}"
+            profile = {**src.profile, "width": int(win.width), "height": int(win.height),
+                       "transform": window_transform(win, src.transform), "tiled": False}
+            profile.pop("blockxsize", None)
+            profile.pop("blockysize", None)
+            with rasterio.open(out / f"{name}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=win))
+            x0, y0, x1, y1 = rasterio.windows.bounds(win, src.transform)
+            strip = box(x0, y0, x1, y1)
+            mine = [{**f, "properties": {**f["properties"], "class": cls}} for f in feats
+                    if Polygon(np.asarray(f["geometry"]["coordinates"][0])[:, :2]
+                               ).intersects(strip)]
+            (out / f"{name}.geojson").write_text(json.dumps({**collection, "features": mine}))
+    return out
 
 
-def scene_shifts(report: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    """Per scene: shift score, alarm, and whether the wagon interval held the truth."""
-    rows = []
-    for row in report["scenes"]:
-        counts = json.loads((run_dir / "predictions" / f"{row['scene']}.counts.json").read_text())
-        shift = counts.get("shift") or {}
-        rows.append({"scene": row["scene"], "score": shift.get("score"),
-                     "alarm": shift.get("alarm"), "covered": row["wagons"]["covered"]})
-    return rows
-
-
-def miss_rate(rows: list[dict[str, Any]]) -> float | None:
-    return round(sum(not r["covered"] for r in rows) / len(rows), 3) if rows else None
+def adapt_row(name: str, result: Any, before: dict | None, after: dict | None
+              ) -> dict[str, Any]:
+    """One table row: what adapt shipped, its held-out candidates, and the test figures."""
+    info = result.card.adapted_from
+    cands = info["held_out"]["candidates"]
+    row = {"style": name, "shipped": info["shipped"], "recommended": info["recommended"],
+           "minutes": info["minutes"], "budget": info["budget_minutes"],
+           **{f"folds_mape_{k.split()[0]}{'_recal' if 'recal' in k else ''}":
+              v.get("wagon_mape") for k, v in cands.items()},
+           **{f"folds_cov_{k.split()[0]}{'_recal' if 'recal' in k else ''}":
+              v.get("coverage") for k, v in cands.items()}}
+    if before is not None and after is not None:
+        b, a = headline(before), headline(after)
+        row.update({"truth": after["counting"]["wagons"]["truth_total"],
+                    "base_mape": b["wagon_mape"], "adapted_mape": a["wagon_mape"],
+                    "base_coverage": b["coverage"], "adapted_coverage": a["coverage"],
+                    "base_covered_f1": b["covered_f1"],
+                    "adapted_covered_f1": a["covered_f1"]})
+    return row
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -132,62 +183,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     styles = styles_from(args)
     in_style = training_scene_settings()
     size = {"size": [args.size, args.size]}
-    base = reference_base(args, in_style)
-    in_scenes = make_scenes(args.out / "scenes" / "in_style", args.in_style, args.seed + 50,
-                            {**in_style, **size})
-    in_report = evaluate_condition(in_scenes, base, args.out / "runs" / "in_style")
-    negatives = scene_shifts(in_report, args.out / "runs" / "in_style")
-    rows, positives, adapted_shift = [], [], []
-    for i, (name, overrides) in enumerate(styles.items()):
+    base = str(resolve_weights(args.weights))
+    rows = []
+    overrides = [f"minutes={args.minutes}", "overwrite=true", *args.adapt_override]
+    for i, (name, settings) in enumerate(styles.items()):
         seed = args.seed + 100 * (i + 1)
-        settings = {**in_style, **overrides, **size}
+        settings = {**in_style, **settings, **size}
         train = make_scenes(args.out / "scenes" / name / "adapt", args.train_scenes, seed,
                             settings)
         test = make_scenes(args.out / "scenes" / name / "test", args.test_scenes, seed + 50,
                            settings)
         before = evaluate_condition(test, base, args.out / "runs" / name / "base")
-        positives += scene_shifts(before, args.out / "runs" / name / "base")
-        result = adapt(compose("adapt", [f"scenes={train}", f"weights={base}",
-                                         f"minutes={args.minutes}", "overwrite=true",
+        result = adapt(compose("adapt", [f"scenes={train}", f"weights={base}", *overrides,
                                          f"out={args.out / 'models' / name}"]))
         after = evaluate_condition(test, result.weights, args.out / "runs" / name / "adapted")
-        adapted_shift += scene_shifts(after, args.out / "runs" / name / "adapted")
-        b, a = headline(before), headline(after)
-        rows.append({"style": name, "truth": after["counting"]["wagons"]["truth_total"],
-                     "base_mape": b["wagon_mape"], "adapted_mape": a["wagon_mape"],
-                     "base_bias": b["wagon_bias"], "adapted_bias": a["wagon_bias"],
-                     "base_coverage": b["coverage"], "adapted_coverage": a["coverage"],
-                     "base_covered_f1": b["covered_f1"], "adapted_covered_f1": a["covered_f1"],
-                     "minutes": result.card.adapted_from["minutes"],
-                     "held_out_folds_after_mape":
-                         result.card.adapted_from["held_out"]["after"]["wagon_mape"]})
-    scored = [r for r in negatives + positives if r["score"] is not None]
-    alarmed = [r for r in scored if r["alarm"]]
-    quiet = [r for r in scored if not r["alarm"]]
-    shift = {
-        "auroc": auroc([r["score"] for r in negatives if r["score"] is not None],
-                       [r["score"] for r in positives if r["score"] is not None]),
-        "alarm_rate_in_style": _rate(negatives), "alarm_rate_off_style": _rate(positives),
-        "alarm_rate_adapted_on_own_style": _rate(adapted_shift),
-        "miss_rate_alarmed": miss_rate(alarmed), "miss_rate_quiet": miss_rate(quiet),
-        "n_alarmed": len(alarmed), "n_quiet": len(quiet),
-        "threshold": json.loads(base.with_suffix(".json").read_text())["shift"]["threshold"]
-        if json.loads(base.with_suffix(".json").read_text()).get("shift") else None,
-    }
+        rows.append(adapt_row(name, result, before, after))
+        print(result.table, "\n", result.reason, flush=True)
+    if args.real_parts:
+        scenes = real_parts(REAL, args.out / "scenes" / "real_north", args.real_parts)
+        result = adapt(compose("adapt", [f"scenes={scenes}", f"weights={base}", *overrides,
+                                         f"out={args.out / 'models' / 'real_north'}"]))
+        rows.append(adapt_row(f"real_north ({args.real_parts} parts)", result, None, None))
+        print(result.table, "\n", result.reason, flush=True)
     meta = {"benchmark": "adapt", "args": {k: str(v) for k, v in vars(args).items()},
-            "styles": styles, "shift": shift, "in_style_scenes": negatives,
-            "off_style_scenes": positives, "adapted_scenes": adapted_shift}
+            "styles": styles}
     save_results(args.out, "bench_adapt", rows, meta)
-    with open(args.out / "bench_adapt.md", "a") as md:
-        md.write("\nshift alarm: " + ", ".join(f"{k} {v}" for k, v in shift.items()) + "\n")
-    print(format_table(rows, list(rows[0]) if rows else ["style"]))
-    print("shift alarm:", json.dumps(shift))
-    return {"rows": rows, "shift": shift}
-
-
-def _rate(rows: list[dict[str, Any]]) -> float | None:
-    scored = [r for r in rows if r["alarm"] is not None]
-    return round(sum(bool(r["alarm"]) for r in scored) / len(scored), 3) if scored else None
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    print(format_table(rows, columns))
+    return {"rows": rows}
 
 
 if __name__ == "__main__":

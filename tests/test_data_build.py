@@ -389,3 +389,50 @@ def test_non_square_pixels_are_chipped_at_the_data_resolution_on_each_axis(tmp_p
                 sides.append(sorted(edges[:2]))
     assert len(sides) >= 12
     assert np.allclose(sides, [6, 28], atol=0.6)
+
+
+def test_a_scene_smaller_than_a_chip_becomes_one_padded_chip(tmp_path):
+    # 150 x 100 px at 0.5 m with 256 px chips: the window reaches past the scene; that part
+    # is padding with the fill value, not nodata, so the chip is kept with every car in it.
+    rng = np.random.default_rng(3)
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for k in range(2):
+        make_scene(scenes / f"small_{k}.tif", random_cars(rng, 2, 150, 100, 0.5), 150, 100,
+                   seed=k)
+    cfg = data_cfg("geojson", f"data.root={scenes}", "data.chip.size=256",
+                   "data.chip.overlap=16", "data.split.test=0", "data.split.val=0.5",
+                   "data.chip.background_keep=0")
+    data_yaml = build_dataset(cfg, tmp_path / "ds", task="obb")
+    info = read_json(data_yaml.parent / "dataset.json")
+    assert [s["chips"] for s in info["scenes"]] == [1, 1]
+    chips = sorted((data_yaml.parent / "images").rglob("*.png"))
+    assert len(chips) == 2
+    image = cv2.imread(str(chips[0]))
+    fill = cfg.normalization.fill
+    assert image.shape[:2] == (256, 256)
+    assert (image[:, 151:] == fill).all() and (image[101:, :] == fill).all()
+    assert (image[:99, :149] != fill).any()
+    rows = [np.loadtxt(p, ndmin=2) for p in sorted((data_yaml.parent / "labels").rglob("*.txt"))]
+    assert sorted(len(r) for r in rows) == [2, 2]  # min-visible unchanged: every car kept
+    for r in rows:  # normalised to the padded chip: all inside the scene's 150 x 100 px
+        assert (r[:, 1::2] * 256 <= 150.5).all() and (r[:, 2::2] * 256 <= 100.5).all()
+
+
+def test_real_nodata_inside_a_small_scene_still_drops_the_chip(tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    rng = np.random.default_rng(4)
+    for k in range(2):
+        path = make_scene(scenes / f"small_{k}.tif", random_cars(rng, 1, 150, 100, 0.5), 150,
+                          100, seed=k)
+        from detector.raster import open_raster
+
+        with open_raster(path) as src:
+            data, transform, crs = src.read(), src.transform, src.crs
+        data[:, :, :120] = 0  # 80% of the scene is nodata
+        write_geotiff(path, data, transform, crs, nodata=0)
+    cfg = data_cfg("geojson", f"data.root={scenes}", "data.chip.size=256",
+                   "data.split.test=0", "data.split.val=0.5")
+    with pytest.raises(DetectorError, match="no chips"):
+        build_dataset(cfg, tmp_path / "ds")

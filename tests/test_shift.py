@@ -13,7 +13,16 @@ from detector.config import compose
 from detector.infer import run
 from detector.infer.outputs import format_table
 from detector.raster import open_raster, write_geotiff
-from detector.shift import NO_REFERENCE, auroc, fit_reference, scene_score, shift_fields
+from detector.shift import (
+    NO_REFERENCE,
+    alarm_fields,
+    auroc,
+    fit_alarm,
+    fit_reference,
+    output_signals,
+    scene_score,
+    shift_fields,
+)
 from detector.synth import write_scenes
 from detector.train.recalibrate import recalibrate
 
@@ -35,6 +44,37 @@ def test_reference_scores_shifted_features_higher_and_needs_two_scenes():
     assert fit_reference([scene()], layer=10) is None
     assert shift_fields(None, np.zeros((3, 32))) == {"shift": None, "shift_note": NO_REFERENCE}
     json.dumps(ref)  # goes into the card as is
+
+
+def test_output_signals_and_the_rule_fire_on_trouble_only():
+    rng = np.random.default_rng(1)
+
+    def scene(sure: float, n: int = 60, area: float = 0.25):
+        # ``sure``: share of candidates the model is confident about (p 0.9-1) vs unsure
+        p = np.where(rng.random(n) < sure, rng.uniform(0.9, 1.0, n), rng.uniform(0.25, 0.7, n))
+        p = np.concatenate([p, rng.uniform(0.0, 0.1, n)])  # low-score candidates
+        return p, p >= 0.5, area
+
+    sig = output_signals(*scene(0.9))
+    assert 0 <= sig["uncertain"] <= 0.3 and sig["top_p"] > 0.85 and sig["feature"] is None
+    assert output_signals(np.zeros(0), np.zeros(0, bool), 1.0)["top_p"] is None
+    rows = [output_signals(*scene(0.9)) for _ in range(6)]
+    rule = fit_alarm(rows, ["uncertain", "top_p", "log_density"], 3.0)
+    assert rule["use"] == ["uncertain", "top_p", "log_density"]  # feature: never measured
+    assert rule["reference"]["scenes"] == 6 and len(rule["reference"]["loo_scores"]) == 6
+    json.dumps(rule)
+    quiet = [alarm_fields(rule, None, *scene(0.9)) for _ in range(20)]
+    assert sum(q["shift"]["alarm"] for q in quiet) <= 2
+    assert all(q["interval_calibrated"] != q["shift"]["alarm"] for q in quiet)
+    unsure = alarm_fields(rule, None, *scene(0.3))  # most candidates now uncertain
+    assert unsure["shift"]["alarm"] and "uncertain" in unsure["shift"]["fired"]
+    assert not unsure["interval_calibrated"] and "not calibrated" in unsure["interval_note"]
+    crowded = alarm_fields(rule, None, *scene(0.9, n=600))  # ten times the candidates/km2
+    assert crowded["shift"]["alarm"] and "log_density" in crowded["shift"]["fired"]
+    assert fit_alarm(rows[:1], ["uncertain"], 3.0) is None
+    # No rule (older cards): the feature entry passes through unchanged.
+    old = {"score": 1.0, "alarm": False, "threshold": 2.0}
+    assert alarm_fields(None, old, *scene(0.3)) == {"shift": old, "interval_calibrated": True}
 
 
 def _restyle(src: Path, dst: Path) -> Path:
@@ -91,8 +131,15 @@ def test_recalibration_records_a_reference_and_off_style_scenes_alarm(calibrated
                   progress=False)
     shifts = [json.loads(r.outputs["counts"].read_text())["shift"] for r in results]
     assert shifts[1]["score"] > shifts[0]["score"]
-    assert shifts[1]["alarm"] and shifts[1]["score"] > ref["threshold"]
+    assert shifts[1]["feature_alarm"] and shifts[1]["score"] > ref["threshold"]
+    # The output-signal rule: fitted at recalibration, in-style quiet, restyled alarmed.
+    assert ref["alarm"]["reference"]["scenes"] == 3 and ref["alarm"]["use"]
+    assert not shifts[0]["alarm"] and shifts[1]["alarm"], shifts
+    counts = [json.loads(r.outputs["counts"].read_text()) for r in results]
+    assert counts[0]["interval_calibrated"] and not counts[1]["interval_calibrated"]
+    assert "not calibrated" in counts[1]["interval_note"]
     table = format_table(results, list(results[0].counts["classes"]))
     assert "SHIFT!" in table and "python -m detector.adapt" in table
+    assert "NOT calibrated" in table
     alarmed = [line for line in table.splitlines() if "SHIFT!" in line]
     assert all("restyled.tif" in line for line in alarmed if line.startswith(("scene", "rest")))

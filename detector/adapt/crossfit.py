@@ -147,21 +147,3 @@ def headline(reports: Sequence[Mapping[str, Any]], classes: Sequence[str]) -> di
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
-
-
-def format_before_after(before: Mapping[str, Any], after: Mapping[str, Any],
-                        base_name: str) -> str:
-    """The before/after table (Markdown) on the held-out folds."""
-    cols = [("wagon_mape", "wagon MAPE %"), ("wagon_bias", "bias"), ("coverage", "95% coverage"),
-            ("width", "interval width"), ("covered_f1", "covered_car F1"), ("f1", "F1 (all)"),
-            ("ece", "ECE")]
-
-    def cell(v: Any) -> str:
-        return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) and abs(v) < 10
-                                      else f"{v:.1f}" if isinstance(v, float) else str(v))
-
-    lines = ["| model | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    for label, row in ((f"base ({base_name})", before), ("adapted (cross-fitted)", after)):
-        lines.append(f"| {label} | " + " | ".join(cell(row.get(k)) for k, _ in cols) + " |")
-    return "\n".join(lines)

@@ -57,22 +57,34 @@ def _label_file(image: Path) -> Path:
     return Path(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt")
 
 
+def replay_sample(chips: Sequence[Path], n: int, seed: int = 0) -> list[Path]:
+    """``n`` replay chips (seeded; labelled chips first, all of them when fewer)."""
+    labelled = [c for c in chips if _label_file(c).is_file() and _label_file(c).stat().st_size]
+    pool = labelled or list(chips)
+    if len(pool) <= n:
+        return list(pool)
+    idx = np.random.default_rng(seed + 1).choice(len(pool), n, replace=False)
+    return [pool[i] for i in sorted(idx)]
+
+
 def write_fold_dataset(out: Path, dataset: Path, chips: Mapping[str, list[Path]],
-                       train_scenes: Sequence[str], val_chips: int, seed: int = 0) -> Path:
-    """A data.yaml (+ dataset.json) training on ``train_scenes``' chips only.
+                       train_scenes: Sequence[str], val_chips: int, seed: int = 0,
+                       replay: Sequence[Path] = ()) -> Path:
+    """A data.yaml (+ dataset.json) training on ``train_scenes``' chips (+ ``replay`` chips).
 
     Returns:
         The data.yaml path.
     """
     out.mkdir(parents=True, exist_ok=True)
     train = [c for s in sorted(train_scenes) for c in chips.get(s, [])]
-    (out / "train.txt").write_text("".join(f"{c}\n" for c in train))
+    (out / "train.txt").write_text("".join(f"{c}\n" for c in [*train, *replay]))
     (out / "val.txt").write_text("".join(f"{c}\n" for c in val_sample(train, val_chips, seed)))
     base = yaml.safe_load((dataset / "data.yaml").read_text())
     data = {"path": str(out.resolve()), "train": "train.txt", "val": "val.txt",
             "names": base["names"]}
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     info = json.loads((dataset / "dataset.json").read_text())
-    info["fold"] = {"train_scenes": sorted(train_scenes), "train_chips": len(train)}
+    info["fold"] = {"train_scenes": sorted(train_scenes), "train_chips": len(train),
+                    "replay_chips": len(replay)}
     (out / "dataset.json").write_text(json.dumps(info, indent=2))
     return out / "data.yaml"

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from detector.atomic import atomic_dir
-from detector.data.chipping import chip_grid, chip_labels
+from detector.data.chipping import chip_grid, chip_labels, inside_share
 from detector.data.readers import Scene, geojson_scenes, xview_scenes
 from detector.data.split import (
     SPLITS,
@@ -186,11 +186,18 @@ def chip_scene(plan: ScenePlan, assignment: dict[str, str], by_block: bool,
                     continue
                 image, valid = read_image(src, chip.col, chip.row, chip.window, size, bands,
                                           plan.low, plan.high, norm["fill"])
-                if image is None or 1.0 - valid.mean() > chip_cfg["max_nodata"]:
+                if image is None or _nodata_share(chip, valid, plan) > chip_cfg["max_nodata"]:
                     continue
                 writer.add(split, f"{plan.scene.name}_{chip.col}_{chip.row}", image, labels)
                 written += 1
     return written
+
+
+def _nodata_share(chip: Any, valid: np.ndarray, plan: ScenePlan) -> float:
+    """Nodata share of the part of ``chip`` inside the scene (padding past its edge is not
+    nodata: a scene smaller than a chip becomes one chip padded with the fill value)."""
+    inside = inside_share(chip, plan.width, plan.height)
+    return 1.0 - min(1.0, float(valid.mean()) / inside) if inside > 0 else 1.0
 
 
 def _final_path(path: Path, scratch: Path, out: Path) -> str:

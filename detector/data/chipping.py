@@ -62,6 +62,19 @@ class Chip:
         return np.asarray(xy, dtype=float) / self.scale + (self.col, self.row)
 
 
+def inside_share(chip: Chip, width: int, height: int) -> float:
+    """Share of ``chip``'s area that lies inside a ``width`` x ``height`` px scene.
+
+    A chip of a scene smaller than one chip reaches past the scene's edge; that part is
+    padding (written with the fill value), not nodata, so nodata shares are taken of the
+    inside part only.
+    """
+    xmin, ymin, xmax, ymax = chip.bounds
+    w = max(0.0, min(xmax, width) - max(xmin, 0))
+    h = max(0.0, min(ymax, height) - max(ymin, 0))
+    return w * h / float(chip.side * chip.rows)
+
+
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 

@@ -42,7 +42,7 @@ from detector.raster import (
     scene_stretch,
 )
 from detector.remote import Scene, SceneRef
-from detector.shift import FeatureLog, shift_fields, tapped, tile_features
+from detector.shift import FeatureLog, alarm_fields, shift_fields, tapped, tile_features
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +349,10 @@ def process_scene(path: Scene, bundle: Bundle, predictor: Any, cfg: DictConfig,
         counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
                               str(getattr(predictor, "backend", "custom")), cands.valid_px)
         counts.update(shift_fields(bundle.card.shift, feats.array()))
+        counts.update(alarm_fields((bundle.card.shift or {}).get("alarm"), counts["shift"],
+                                   np.array([d.p for d in detections]),
+                                   np.array([d.score >= bundle.card.threshold(d.cls)
+                                             for d in detections], bool), counts["area_km2"]))
         counts["inputs"] = inputs
         kinds = ["geojson", "counts"] + (["quicklook"] if cfg.quicklook else [])
         outputs = {k: paths[k] for k in kinds}

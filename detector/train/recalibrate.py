@@ -9,17 +9,20 @@ or to calibrate on held-out labels of your own imagery.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from detector.bundle import ModelCard, read_card, write_card
+from detector import calibration
+from detector.bundle import ModelCard, read_card, threshold_for, write_card
 from detector.config import CONFIG_PATH, HYDRA_VERSION_BASE
 from detector.data.yolo import class_names
 from detector.errors import DetectorError, guarded
-from detector.shift import fit_reference
+from detector.shift import SIGNALS, fit_alarm, fit_reference, output_signals
 from detector.train import offline
 from detector.train.calibrate import (
     calibrate,
@@ -83,11 +86,9 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
                                 f"bundle's {names}; build the dataset with data.classes={names}")
         pairs = _recorded_scenes(data_yaml, split) if cal_cfg.get("level") == "scenes" else []
         source = f"{data_yaml.resolve()}:{split}"
-    reference = None
     if pairs:
         results = run_scenes(weights, pairs, cal_cfg, device, progress)
         cands = scene_candidates(results, pairs, names, cal_cfg)
-        reference = shift_reference(results, cal_cfg)
     else:
         cands = collect_candidates(YOLO(str(weights)), data_yaml, len(names), cal_cfg,
                                    card.imgsz, device, split, progress)
@@ -103,8 +104,8 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
               "dispersion": (dispersion(cands, names, cal["calibration"], cal["recall_counts"],
                                         list(card.not_wagons)) if pairs else {}),
               "metrics": metrics}
-    if pairs:  # the reference depends on the weights and scenes only: chips keep the old one
-        fields["shift"] = reference
+    if pairs:  # the reference needs whole scenes: chips keep the old one
+        fields["shift"] = shift_reference(results, cal_cfg, fields)
     card = ModelCard.from_dict(fields, weights)
     write_card(weights, card)
     log.info("%s: recalibrated on %s (%s): %d candidates, ECE %.4f -> %.4f", weights, source,
@@ -113,21 +114,54 @@ def recalibrate(weights: str | Path, cal_cfg: DictConfig, data_yaml: str | Path 
     return read_card(weights)
 
 
-def shift_reference(results: list[Any], cal_cfg: DictConfig) -> dict[str, Any] | None:
-    """The card's ``shift`` reference from the tile features of calibration scene runs."""
+def shift_reference(results: list[Any], cal_cfg: DictConfig,
+                    fields: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The card's ``shift`` reference from calibration scene runs.
+
+    The feature reference (tile features; torch backend) at the top level, and, when the
+    new calibration ``fields`` are given, the output-signal alarm rule under ``alarm``
+    (signals recomputed with that calibration; each scene's feature score is its
+    leave-one-out score, as a new scene would get).
+    """
     settings = cal_cfg.get("shift") or {}
     logs = [r.features for r in results]
     layers = {f.layer for f in logs if f is not None}
-    reference = fit_reference([f.array() if f is not None else None for f in logs],
-                              layers.pop() if len(layers) == 1 else None,
+    arrays = [f.array() if f is not None else None for f in logs]
+    names = [Path(r.scene).name for r in results]
+    reference = fit_reference(arrays, layers.pop() if len(layers) == 1 else None,
                               int(settings.get("components", 8)),
                               float(settings.get("margin", 1.0)),
-                              int(settings.get("max_patches", 2000)),
-                              [Path(r.scene).name for r in results])
+                              int(settings.get("max_patches", 2000)), names)
     if reference is None:
-        log.warning("no shift reference: tile features need at least two calibration scenes "
-                    "and the torch backend; inference will report shift: null")
-    return reference
+        log.warning("no feature shift reference: tile features need at least two calibration "
+                    "scenes and the torch backend")
+    if fields is None:
+        return reference
+    loo = iter((reference or {}).get("reference", {}).get("loo_scores", []))
+    feature = [next(loo, None) if a is not None and len(a) and reference else None
+               for a in arrays]
+    rows = [scene_signals(r, fields, f) for r, f in zip(results, feature, strict=True)]
+    alarm_cfg = settings.get("alarm") or {}
+    rule = fit_alarm(rows, list(alarm_cfg.get("use", list(SIGNALS))),
+                     float(alarm_cfg.get("threshold_z", 3.0)), names)
+    if rule is None:
+        return reference
+    return {**(reference or {}), "alarm": rule}
+
+
+def scene_signals(result: Any, fields: Mapping[str, Any], feature: float | None
+                  ) -> dict[str, float | None]:
+    """:func:`detector.shift.output_signals` of a scene result under calibration ``fields``."""
+    maps = fields.get("calibration") or {}
+    dets = result.detections
+    scores = np.array([d.score for d in dets], float)
+    cls = np.array([d.cls for d in dets], dtype=object)
+    p = scores.copy()
+    for name in set(cls.tolist()):
+        p[cls == name] = calibration.apply(maps.get(name), scores[cls == name])
+    counted = np.array([d.score >= threshold_for(fields["operating_threshold"], d.cls)
+                        for d in dets], bool)
+    return output_signals(p, counted, float(result.counts["area_km2"]), feature)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="recalibrate", version_base=HYDRA_VERSION_BASE)
