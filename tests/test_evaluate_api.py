@@ -137,7 +137,7 @@ def test_unknown_label_class_is_one_clear_error(tmp_path, monkeypatch):
     card = default_card("obb", CLASSES, 128)
     monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
     with pytest.raises(DetectorError, match="unknown class 'bus'"):
-        api.evaluate(_cfg(tmp_path))
+        api.evaluate(_cfg(tmp_path, "class_agnostic=false"))
 
 
 def test_flatten_infer_overrides():
@@ -212,3 +212,33 @@ def test_same_file_name_in_subfolders_gets_distinct_report_names(tmp_path, monke
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [(r["scene"], r["wagons"]["truth"]) for r in saved["scenes"]] == [
         ("2023__site", 3), ("2024__site", 5)]
+
+
+def test_labels_of_a_class_the_model_lacks_are_scored_class_agnostically(tmp_path, monkeypatch):
+    # A real scene labelled `railcar` (every rail vehicle): 6 truths; the stand-in finds 5 of
+    # them (as freight_car, counted at 0.9 >= 0.5) and 1 false car -> TP 5, FP 1, FN 1.
+    (tmp_path / "scenes").mkdir()
+    image = make_scene(tmp_path / "scenes", "real", 6)
+    write_geojson(image.with_suffix(".geojson"),
+                  [LabelledPolygon(pixel_to_map(c, TRANSFORM), "railcar") for c in _cars(6)],
+                  UTM)
+    card = default_card("obb", CLASSES, 128, operating_threshold=0.5, sha256="x")
+    monkeypatch.setattr(api, "model_card", lambda w: (Path("m.pt"), card))
+    monkeypatch.setattr(detector.infer, "run", _fake_run(missed=1, extra=1), raising=False)
+    report = api.evaluate(_cfg(tmp_path, "iou=0.3"))
+    agn = report["class_agnostic"]
+    assert report["label_classes"] == ["railcar"]
+    assert (agn["tp"], agn["fp"], agn["fn"], agn["truth"]) == (5, 1, 1, 6)
+    assert agn["precision"] == pytest.approx(5 / 6) and agn["recall"] == pytest.approx(5 / 6)
+    # AP over the candidates by score (ties keep detection order: the 5 true cars first):
+    # precision 1 up to recall 5/6, 0 beyond -> 84 of the 101 recall points (0 .. 0.83)
+    assert agn["AP50"] == pytest.approx(84 / 101, abs=1e-6)
+    [row] = agn["scenes"]
+    # identity calibration, p = 0.9 for 6 candidates, recall 1: expected 5.4, count 6
+    assert (row["truth"], row["count"], row["expected"]) == (6, 6, pytest.approx(5.4))
+    assert row["ci95"][0] <= 6 <= row["ci95"][1] and row["covered"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "class-agnostic" in text and "railcar" in text
+    # asked for class-aware scoring, the unknown class is an error
+    with pytest.raises(DetectorError, match="unknown class 'railcar'"):
+        api.evaluate(_cfg(tmp_path, "class_agnostic=false"))

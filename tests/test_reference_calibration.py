@@ -117,7 +117,8 @@ def test_dispersion_by_hand():
     out = dispersion(c, names, {}, no_recall, ["locomotive"])
     # freight: counts 3 and 2 (variance 0, floored at 1) vs truth 5 and 2 -> z^2 4, 0 -> 2
     # locomotive: 1 and 0 vs 1 and 3 -> 0, 9 -> 4.5; wagons = freight only -> 2
-    assert out == {"freight_car": 2.0, "locomotive": 4.5, "wagons": 2.0}
+    # vehicles (every class): 4 vs 6, 2 vs 5 -> 4, 9 -> 6.5
+    assert out == {"freight_car": 2.0, "locomotive": 4.5, "wagons": 2.0, "vehicles": 6.5}
     all_wagons = dispersion(c, names, {}, no_recall, [])
     # wagons: 4 vs 6, 2 vs 5 -> 4, 9 -> 6.5
     assert all_wagons["wagons"] == 6.5

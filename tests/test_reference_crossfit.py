@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from detector.adapt.choice import BASE, FINETUNED, RECALIBRATED, format_candidates
 from detector.adapt.crossfit import (
     FoldRun,
     calibration_card,
-    format_before_after,
     headline,
     held_out_after,
     pooled_candidates,
@@ -85,7 +85,7 @@ def test_calibration_from_the_other_fold_is_what_that_fold_teaches(folds):
     # fold 1: everything at 0.6 is a car, everything at 0.3 is not (clipped at 0.5 / 22)
     assert apply(cmap, np.array([0.3, 0.6])).tolist() == pytest.approx([0.5 / 22, 1 - 0.5 / 22],
                                                                        abs=1e-4)
-    assert set(fields["dispersion"]) == {*CLASSES, "wagons"}
+    assert set(fields["dispersion"]) == {*CLASSES, "wagons", "vehicles"}
     assert cal["n_candidates"] == 22
 
 
@@ -137,9 +137,9 @@ def test_before_and_after_differ_on_a_detector_that_finds_cars(folds):
     # -> MAE 1, MAPE 10 %, bias +1
     assert (after["wagon_mae"], after["wagon_mape"], after["wagon_bias"]) == (1.0, 10.0, 1.0)
     assert after["f1"] != before["f1"] and after["ece"] != before["ece"]
-    table = format_before_after(before, after, "base.pt")
+    table = format_candidates({BASE: before, RECALIBRATED: after}, RECALIBRATED, "base.pt")
     assert "| base (base.pt) | 60.0 | -6.000 |" in table
-    assert "| adapted (cross-fitted) | 10.0 | 1.000 |" in table
+    assert "| **base recalibrated** (shipped) | 10.0 | 1.000 |" in table
 
 
 def test_recount_applies_the_fields_by_hand():
@@ -182,10 +182,12 @@ def test_headline_and_table_by_hand():
                  "covered_f1": round(8 / 11, 4), "f1": round(12 / 17, 4), "ece": 0.25}
     empty = headline([rep([], 0, 0, 0, 0, 0.0)], ["tank_car"])
     assert empty["f1"] is None and empty["ece"] is None and empty["wagon_mae"] is None
-    table = format_before_after(h, {**h, "wagon_mape": 9.5, "covered_f1": None}, "v0.2")
+    table = format_candidates({BASE: h, FINETUNED: {**h, "wagon_mape": 9.5, "covered_f1": None}},
+                              BASE, "v0.2")
     lines = table.splitlines()
     assert lines[0] == ("| model | wagon MAPE % | bias | 95% coverage | interval width | "
                         "covered_car F1 | F1 (all) | ECE |")
-    assert lines[2] == "| base (v0.2) | 22.5 | -1.500 | 0.500 | 4.500 | 0.727 | 0.706 | 0.250 |"
-    assert lines[3] == ("| adapted (cross-fitted) | 9.500 | -1.500 | 0.500 | 4.500 | – | "
+    assert lines[2] == ("| **base (v0.2)** (shipped) | 22.5 | -1.500 | 0.500 | 4.500 | 0.727 | "
+                        "0.706 | 0.250 |")
+    assert lines[3] == ("| fine-tuned recalibrated | 9.5 | -1.500 | 0.500 | 4.500 | – | "
                         "0.706 | 0.250 |")

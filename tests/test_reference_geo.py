@@ -234,21 +234,32 @@ def one_px_scene(tmp_path, transform, crs, name="g.tif"):
 
 @pytest.mark.parametrize("lat", [60.0, -60.0])
 def test_geographic_resolution_uses_cos_latitude(tmp_path, lat):
-    # 5e-6 degree pixels at 60 N/S; a degree of latitude is pi R / 180 = 111195.08 m and a
-    # degree of longitude half that at 60 degrees: (0.278 + 0.556) / 2 = 0.417 m/px.
-    res = 5e-6
-    transform = Affine(res, 0, 24.0, 0, -res, lat + 2 * res)  # 4 rows: centre at lat
+    # 5e-6 degree pixels at 60 N/S. Reference: PROJ (rasterio.warp.transform) projects one
+    # pixel step each way into the local UTM zone and measures it in metres (UTM's scale error
+    # near its central meridian is < 0.04%): about 0.279 m across (cos 60 = 0.5 of a degree
+    # of latitude's 0.557 m) and 0.557 m down; the summary m/px is their geometric mean
+    # (equal ground area), 0.394. Without cos(latitude) it would be 0.557.
+    from rasterio.warp import transform as warp
+
+    res, lon = 5e-6, 27.0  # the central meridian of UTM zone 35
+    transform = Affine(res, 0, lon, 0, -res, lat + 2 * res)  # 4 rows: centre at lat
     path = one_px_scene(tmp_path, transform, CRS.from_epsg(4326))
+    utm = CRS.from_epsg(32635 if lat > 0 else 32735)
+    xs, ys = warp(CRS.from_epsg(4326), utm, [lon, lon + res, lon], [lat, lat, lat + res])
+    across = float(np.hypot(xs[1] - xs[0], ys[1] - ys[0])) / 0.9996  # UTM's k0
+    down = float(np.hypot(xs[2] - xs[0], ys[2] - ys[0])) / 0.9996
+    assert across == pytest.approx(down / 2, rel=0.01)  # cos(60 degrees)
     with rasterio.open(path) as src:
         mpp = scene_m_per_px(src)
-    assert mpp == pytest.approx(0.41699, abs=5e-4)
-    assert abs(mpp - 0.556) > 0.1
+    assert mpp == pytest.approx(float(np.sqrt(across * down)), rel=2e-3)
+    assert abs(mpp - down) > 0.1
 
 
 @pytest.mark.parametrize(("epsg", "transform", "expected"), [
     (32633, Affine(0.5, 0, 400000, 0, -0.5, 5000000), 0.5),
     (32733, Affine(0.3, 0, 400000, 0, -0.3, 7000000), 0.3),            # south
-    (32617, Affine(0.5, 0, 400000, 0, -0.7, 5000000), 0.6),            # non-square pixels
+    # non-square pixels: the summary is the geometric mean (equal area), sqrt(0.5 * 0.7)
+    (32617, Affine(0.5, 0, 400000, 0, -0.7, 5000000), 0.5916079783),
     (2263, Affine(1.0, 0, 900000, 0, -1.0, 200000), 0.3048006096),     # US survey feet
 ])
 def test_projected_resolution_in_metres(tmp_path, epsg, transform, expected):
