@@ -179,7 +179,7 @@ def adapt(cfg: DictConfig, started: float | None = None) -> AdaptResult:
     not_wagons = list(base_card.not_wagons)
 
     fold_ids = sorted(set(folds.values()))
-    steps = progress(total=4 + 2 * len(fold_ids), desc="adapt", unit="step",
+    steps = progress(total=3, desc="adapt", unit="step",
                      enabled=bool(cfg.get("progress", True)))
 
     @contextmanager
@@ -217,8 +217,9 @@ def adapt(cfg: DictConfig, started: float | None = None) -> AdaptResult:
                             "max_train_s"))
         budget.scored(base_results, one_pass)  # measures a run; then what is still to come:
         budget.to_score, budget.runs = 2 * len(scenes), len(fold_ids) + 1
-        runs, final, provenance, skipped = _finetunes(cfg, base, base_card, scenes, folds,
-                                                      work, budget, rows, force)
+        with step("chipping, fine-tuning and scoring the folds"):
+            runs, final, provenance, skipped = _finetunes(cfg, base, base_card, scenes, folds,
+                                                          work, budget, rows, force)
         choice = choose(rows, float(cfg.tie), FINETUNED if force else None)
         if choice.shipped == FINETUNED and final is None:
             choice = choose({k: v for k, v in rows.items() if k != FINETUNED}, float(cfg.tie))
@@ -233,7 +234,8 @@ def adapt(cfg: DictConfig, started: float | None = None) -> AdaptResult:
 
         if choice.shipped == FINETUNED:
             cands, used = pooled_candidates(runs, classes, cfg.calibration)
-            final_results = run_scenes(final, pairs, cfg.calibration, cfg.device)
+            with step("scoring every scene with the final model"):
+                final_results = run_scenes(final, pairs, cfg.calibration, cfg.device)
             weights_src, card = final, read_card(final).to_dict()
             # Ultralytics validated on a few training chips: not evidence (held_out is).
             card["metrics"]["split"] = "training chips (not held out; see adapted_from.held_out)"

@@ -130,8 +130,8 @@ def export_model(bundle: Bundle, backend: str, imgsz: int, batch: int,
                             "installed; pip install -e '.[int8]' or set precision=fp32")
     from detector.infer.export import calibration_batches, export_graph
 
-    log.info("exporting the model to %s %s (once, cached at %s)", _LABELS[backend], precision,
-             folder)
+    log.info("exporting the model to %s%s (once, cached at %s)", _LABELS[backend],
+             " INT8" if precision == "int8" else "", folder)
     net = bundle.network()
     layer = _feature_layer(bundle, net)
     with atomic_dir(folder) as tmp:
