@@ -78,11 +78,13 @@ def test_output_signals_and_the_rule_fire_on_trouble_only():
 
 
 def _restyle(src: Path, dst: Path) -> Path:
-    """A strongly recoloured (inverted) and blurred copy of a scene (same place and georef)."""
+    """A strongly recoloured (inverted), blurred and noisy copy of a scene (same place and
+    georef): far outside any training style, for any bundled model."""
     with open_raster(src) as s:
         data, transform, crs = s.read(), s.transform, s.crs
     data = 255 - data[[2, 0, 1]].astype(np.float32)  # colours rotated and inverted
-    data = np.stack([cv2.GaussianBlur(b, (0, 0), 3.0) for b in data])
+    data = np.stack([cv2.GaussianBlur(b, (0, 0), 4.0) for b in data])
+    data += np.random.default_rng(0).normal(0, 30, data.shape)  # heavy sensor noise
     write_geotiff(dst, np.clip(data, 0, 255).astype(np.uint8), transform, crs)
     return dst
 
