@@ -107,34 +107,37 @@ def keys(text: str, skip: tuple[str, ...] = ("defaults", "hydra")) -> list[Key]:
     return out
 
 
+def defaults_lines(text: str) -> list[str]:
+    """The lines of a config's ``defaults:`` list (its indented block)."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("defaults:"):
+            inside = True
+            continue
+        if inside and not line.startswith((" ", "\t", "#")) and line.strip():
+            break
+        if inside:
+            lines.append(line)
+    return lines
+
+
 def groups(text: str) -> list[tuple[str, str, str]]:
     """(group, default option, comment) of the defaults list, ``hydra`` and ``_self_`` left
     out."""
     found = []
-    in_defaults = False
-    for line in text.splitlines():
-        if line.startswith("defaults:"):
-            in_defaults = True
-            continue
-        if in_defaults and not line.startswith((" ", "\t", "#")) and line.strip():
-            break
+    for line in defaults_lines(text):
         item = re.match(r"^\s+-\s+(?:override\s+)?([\w/]+):\s*([^#\s]+)?\s*(?:#\s*(.*))?$", line)
-        if in_defaults and item and item[1] != "hydra" and not item[1].startswith("hydra/"):
+        if item and item[1] != "hydra" and not item[1].startswith("hydra/"):
             found.append((item[1], item[2] or "null", (item[3] or "").strip()))
     return found
 
 
 def parents(text: str) -> list[str]:
     """Configs the defaults list builds on (``- infer``): their keys apply too."""
-    found, in_defaults = [], False
-    for line in text.splitlines():
-        if line.startswith("defaults:"):
-            in_defaults = True
-            continue
-        if in_defaults and not line.startswith((" ", "\t", "#")) and line.strip():
-            break
+    found = []
+    for line in defaults_lines(text):
         item = re.match(r"^\s+-\s+([\w/]+)\s*(?:#.*)?$", line)
-        if in_defaults and item and item[1] != "_self_":
+        if item and item[1] != "_self_":
             found.append(item[1])
     return found
 
