@@ -3,13 +3,15 @@ its count can be trusted.
 
 Two kinds of evidence. (1) Feature score, below: early-layer statistics of the tiles.
 (2) Output signals (:func:`output_signals`, backend-independent: computed from the
-candidates every backend returns): the share of uncertain candidates, the mean calibrated
-probability of the counted ones and the candidates per km2, plus the feature score. The
-card's ``shift.alarm`` rule (:func:`fit_alarm`, fitted at recalibration) holds each
-signal's mean and spread on the calibration scenes; a scene alarms when any signal in the
-rule's ``use`` list lies more than ``threshold_z`` spreads beyond them in the direction that
-means trouble, or when the feature score exceeds its own threshold. Then the scene's
-interval is reported as not calibrated.
+candidates every backend returns): the share of uncertain candidates, the share of faint
+ones, the mean calibrated probability of the counted ones and the candidates per km2, plus
+the feature score. The card's ``shift.alarm`` rule (:func:`fit_alarm`, fitted at
+recalibration) holds each signal's mean and spread on the calibration scenes; a scene alarms
+when any signal in the rule's ``use`` list lies more than ``threshold_z`` spreads (combined
+with the scene's own sampling error) beyond them in the direction that means trouble, or when
+the feature score exceeds its own threshold while the rule uses it or the model found too
+little to measure the output signals. Then the scene's interval is reported as not
+calibrated. Which signals and threshold: ``scripts/bench_shift.py`` (README).
 
 During inference a forward hook pools an early backbone block (:data:`LAYER`, where colour,
 texture and blur show; the last backbone layer measured worse on planted restyled scenes)
@@ -263,6 +265,8 @@ UNSURE = (0.2, 0.8)  # a candidate with p in this range is uncertain (as the rev
 # name: (direction, spread floor). +1: high means trouble, -1: low does, 0: either way.
 SIGNALS: dict[str, tuple[int, float]] = {
     "uncertain": (1, 0.05),     # share of plausible candidates (p >= 0.2) with p < 0.8
+    "faint": (1, 0.05),         # share of all candidates with p < 0.2: cars scored under the
+                                # candidates a model trusts when the imagery is unfamiliar
     "top_p": (-1, 0.03),        # mean calibrated probability of the counted detections
     "log_density": (1, 0.2),    # log10(1 + candidates per km2); few is an empty yard, not
                                 # trouble (a small-scale benchmark: two-sided alarmed on them)
@@ -270,6 +274,7 @@ SIGNALS: dict[str, tuple[int, float]] = {
 }
 # Fewer candidates than these leave a share or a mean undefined (an empty yard is no evidence).
 MIN_PLAUSIBLE, MIN_COUNTED = 5, 3
+OUTPUT_SHARES = ("uncertain", "faint", "top_p")  # the signals measured from candidate scores
 NOT_CALIBRATED = ("the shift alarm fired: the 95% interval is not calibrated for this scene "
                   "(not widened); check the count or adapt the model to this imagery")
 
@@ -278,6 +283,11 @@ def output_signals(p: np.ndarray, counted: np.ndarray, area_km2: float,
                    feature: float | None = None) -> dict[str, float | None]:
     """Backend-independent signals of one scene from its candidates.
 
+    Each share or mean comes with its sampling standard error in this scene (``NAME_se``):
+    binomial for shares, s/sqrt(n) for the mean probability, Poisson for the density
+    (delta method). A scene with few candidates has a noisy signal; :func:`_z` adds that
+    error to the calibration scenes' spread, so small scenes do not alarm by chance.
+
     Args:
         p: calibrated probability of every candidate (N,).
         counted: (N,) bool, candidates at or above their class's operating threshold.
@@ -285,25 +295,43 @@ def output_signals(p: np.ndarray, counted: np.ndarray, area_km2: float,
         feature: the scene's feature score (None where not measured).
 
     Returns:
-        {signal: value or None (undefined, e.g. no counted detection)}.
+        {signal: value or None (undefined, e.g. no counted detection), signal_se: its error}.
     """
     p = np.asarray(p, float)
     counted = np.asarray(counted, bool)
     plausible = p >= UNSURE[0]
-    return {
-        "uncertain": (float(np.mean(p[plausible] < UNSURE[1]))
-                      if plausible.sum() >= MIN_PLAUSIBLE else None),
-        "top_p": float(p[counted].mean()) if counted.sum() >= MIN_COUNTED else None,
-        "log_density": float(np.log10(1 + len(p) / max(area_km2, 1e-9))),
-        "feature": None if feature is None else float(feature),
-    }
+    out: dict[str, float | None] = {}
+
+    def share(name: str, flags: np.ndarray, enough: bool) -> None:
+        value = float(flags.mean()) if enough else None
+        out[name] = value
+        out[f"{name}_se"] = (None if value is None
+                             else float(np.sqrt(value * (1 - value) / len(flags))))
+
+    share("uncertain", p[plausible] < UNSURE[1], plausible.sum() >= MIN_PLAUSIBLE)
+    share("faint", ~plausible, len(p) >= MIN_PLAUSIBLE)
+    top = p[counted]
+    out["top_p"] = float(top.mean()) if len(top) >= MIN_COUNTED else None
+    out["top_p_se"] = (None if out["top_p"] is None
+                       else float(top.std(ddof=1) / np.sqrt(len(top))))
+    area = max(area_km2, 1e-9)
+    out["log_density"] = float(np.log10(1 + len(p) / area))
+    out["log_density_se"] = float(np.sqrt(max(len(p), 1)) / (np.log(10) * (area + len(p))))
+    out["feature"] = None if feature is None else float(feature)
+    return out
 
 
-def _z(stats: Mapping[str, Any], name: str, value: float | None) -> float | None:
-    """Signed distance of ``value`` beyond the reference, in spreads (positive: trouble)."""
+def _z(stats: Mapping[str, Any], name: str, value: float | None, se: float | None = None
+       ) -> float | None:
+    """Signed distance of ``value`` beyond the reference, in spreads (positive: trouble).
+
+    The spread is the calibration scenes' one combined with this scene's own sampling
+    error ``se`` (root sum of squares).
+    """
     if value is None or name not in stats:
         return None
-    d = (float(value) - float(stats[name]["mean"])) / float(stats[name]["sd"])
+    spread = float(np.hypot(float(stats[name]["sd"]), float(se or 0.0)))
+    d = (float(value) - float(stats[name]["mean"])) / spread
     direction = SIGNALS.get(name, (0, 0))[0]
     return abs(d) if direction == 0 else direction * d
 
@@ -322,10 +350,13 @@ def _stats(rows: Sequence[Mapping[str, float | None]]) -> dict[str, dict[str, fl
 
 def alarm_score(rule: Mapping[str, Any], signals: Mapping[str, float | None]
                 ) -> tuple[float | None, dict[str, float]]:
-    """Largest z of the rule's signals, and the z of each measured signal."""
-    zs = {name: _z(rule["signals"], name, signals.get(name)) for name in rule["use"]}
+    """Largest z of the rule's used signals, and the z of every measured signal (used or
+    not: the others are diagnostics)."""
+    zs = {name: _z(rule["signals"], name, signals.get(name), signals.get(f"{name}_se"))
+          for name in rule["signals"]}
     zs = {k: round(v, 3) for k, v in zs.items() if v is not None}
-    return (max(zs.values()) if zs else None), zs
+    used = [v for k, v in zs.items() if k in rule["use"]]
+    return (max(used) if used else None), zs
 
 
 def fit_alarm(rows: Sequence[Mapping[str, float | None]], use: Sequence[str],
@@ -375,15 +406,20 @@ def alarm_fields(rule: Mapping[str, Any] | None, shift: Mapping[str, Any] | None
     if rule:
         signals = output_signals(p, counted, area_km2, entry.get("score"))
         score, zs = alarm_score(rule, signals)
-        fired = {k: v for k, v in zs.items() if v > float(rule["threshold_z"])}
+        fired = {k: v for k, v in zs.items()
+                 if k in rule["use"] and v > float(rule["threshold_z"])}
         entry.update({"signals": {k: None if v is None else round(v, 4)
                                   for k, v in signals.items()},
                       "z": zs, "alarm_score": score, "threshold_z": float(rule["threshold_z"]),
                       "feature_alarm": bool(entry.get("alarm", False)),
                       "fired": fired, "rule": ALARM_METHOD})
-        # The feature score past its own (conformal) threshold alarms too: a model that
-        # finds nothing leaves the output signals undefined, but not the features.
-        entry["alarm"] = bool(fired) or entry["feature_alarm"]
+        # The feature score past its own (conformal) threshold alarms when the rule uses it,
+        # or when the model found too little to measure any output share or mean (a model
+        # blind to the imagery): scripts/bench_shift.py found it alarming on many in-style
+        # scenes and few misses otherwise.
+        blind = all(signals.get(k) is None for k in OUTPUT_SHARES)
+        entry["alarm"] = bool(fired) or (entry["feature_alarm"]
+                                         and ("feature" in rule["use"] or blind))
     out: dict[str, Any] = {"shift": entry or None}
     alarmed = bool(entry.get("alarm"))
     out["interval_calibrated"] = None if not entry else not alarmed  # None: not checked

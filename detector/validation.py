@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from detector.bundle import TASKS
 from detector.errors import DetectorError
 from detector.raster import NORMALIZATION_METHODS, check_normalization
+from detector.shift import SIGNALS
 
 _MISSING = object()
 
@@ -109,9 +110,9 @@ CALIBRATION = {"candidate_conf": between(0, 1, open_lo=True), "iou": UNIT_OPEN,
                "batch": between(1, None, integer=True),
                "level": one_of("scenes", "chips"), "operating": one_of("count", "f1"),
                "shift.alarm.threshold_z": between(0, None, open_lo=True),
-               "shift.alarm.use": Rule(lambda v: isinstance(v, list) and bool(v) and set(v) <= {
-                   "uncertain", "top_p", "log_density", "feature"},
-                   "a non-empty list of uncertain, top_p, log_density, feature")}
+               "shift.alarm.use": Rule(lambda v: isinstance(v, list) and bool(v)
+                                       and set(v) <= set(SIGNALS),
+                                       f"a non-empty list of {', '.join(SIGNALS)}")}
 DATA_SOURCES = ("synthetic", "geojson", "xview", "yolo")
 DATA = {"source": one_of(*DATA_SOURCES),
         "m_per_px": between(0, None, open_lo=True),
@@ -168,7 +169,7 @@ RULES: dict[str, dict[str, Rule]] = {
               "prefetch": between(1, None, integer=True),
               "m_per_px": between(0, None, open_lo=True, optional=True),
               "overwrite": boolean(), "quicklook": boolean(), "progress": boolean(),
-              "precision": one_of("fp32", "int8"),
+              "precision": one_of("auto", "fp32", "int8"),
               "quicklook_max_side": between(16, None, integer=True),
               "quicklook_inset_m": between(0, None, open_lo=True),
               "dry_run": boolean(),

@@ -14,7 +14,7 @@ so its figures are the held-out folds').
     python scripts/bench_adapt.py [--weights BASE.pt] [--styles tarp_colours desert ...]
         [--style-json '{"name": {"style.haze": [0.4, 0.6]}}'] [--minutes 15]
         [--train-scenes 3] [--test-scenes 8] [--size 2000] [--real-parts 3]
-        [--adapt-override KEY=VALUE ...] [--out outputs/bench_adapt]
+        [--adapt-override KEY=VALUE ...] [--precision auto] [--out outputs/bench_adapt]
 
 The shift alarm has its own benchmark: scripts/bench_shift.py. Writes OUT/bench_adapt.{json,md}.
 """
@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adapt-override", nargs="*", default=[],
                         help="extra conf/adapt.yaml overrides, e.g. budget.min_train_s=10")
     parser.add_argument("--size", type=int, default=2000, help="scene side in pixels")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
+                        help="inference precision of the test-scene counts (conf/infer.yaml)")
     parser.add_argument("--seed", type=int, default=8800)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_adapt"))
     return parser.parse_args(argv)
@@ -193,10 +195,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             settings)
         test = make_scenes(args.out / "scenes" / name / "test", args.test_scenes, seed + 50,
                            settings)
-        before = evaluate_condition(test, base, args.out / "runs" / name / "base")
+        infer = {"precision": args.precision}
+        before = evaluate_condition(test, base, args.out / "runs" / name / "base", infer)
         result = adapt(compose("adapt", [f"scenes={train}", f"weights={base}", *overrides,
                                          f"out={args.out / 'models' / name}"]))
-        after = evaluate_condition(test, result.weights, args.out / "runs" / name / "adapted")
+        after = evaluate_condition(test, result.weights, args.out / "runs" / name / "adapted",
+                                   infer)
         rows.append(adapt_row(name, result, before, after))
         print(result.table, "\n", result.reason, flush=True)
     if args.real_parts:

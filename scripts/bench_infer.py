@@ -3,7 +3,8 @@
 On a generated dense scene and a sparse one (``--size`` px square, default 8000):
 
 * ``python -m detector.infer`` as a whole process (start-up and quicklook included, exports
-  cached by a warm-up run) vs SAHI ``get_sliced_prediction`` predict-only (scene already
+  cached by a warm-up run), at the default precision (``auto``: INT8 on OpenVINO where NNCF
+  is installed) and at FP32, vs SAHI ``get_sliced_prediction`` predict-only (scene already
   decoded and stretched in memory) as shipped (its defaults: batch 1, torch's default
   threads) and with every core (all cores, best of ``--sahi-batches``); same weights, slice
   size and overlap;
@@ -88,11 +89,11 @@ def tile_2x2(src_path: Path, dst_path: Path, rows: int = 1024) -> None:
                         dst.write(data, window=Window(ox, oy + y, src.width, h))
 
 
-def whole_process(scene: Path, weights: str | None, device: str, backend: str, out: Path
-                  ) -> tuple[float, dict]:
+def whole_process(scene: Path, weights: str | None, device: str, backend: str, out: Path,
+                  precision: str = "auto") -> tuple[float, dict]:
     """Wall seconds of ``python -m detector.infer`` on ``scene`` and its counts JSON."""
     cmd = [sys.executable, "-m", "detector.infer", f"source={scene}", f"out={out}",
-           "progress=false", "overwrite=true", f"device={device}",
+           "progress=false", "overwrite=true", f"device={device}", f"precision={precision}",
            f"backend={backend}", *([f"weights={weights}"] if weights else [])]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -285,13 +286,19 @@ def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
     """Every timing of one scene; prints them and returns the ratios."""
     scene, truth = generate(workdir, kind, args.size, args.m_per_px, args.seed)
     out = workdir / f"out_{kind}"
-    whole_process(scene, args.weights, args.device, backend, out)  # warm-up: export, caches
-    t_whole, counts = whole_process(scene, args.weights, args.device, backend, out)
+    whole: dict[str, tuple[float, dict]] = {}
+    for precision in ("fp32", "auto"):  # auto: the default (INT8 on OpenVINO with NNCF)
+        whole_process(scene, args.weights, args.device, backend, out, precision)  # warm-up
+        whole[precision] = whole_process(scene, args.weights, args.device, backend, out,
+                                         precision)
+    t_whole, counts = whole["auto"]
     images, info = scene_tiles(scene, args.weights, args.device)
     print(f"\n[{kind}] {scene} ({args.size}x{args.size} px at {args.m_per_px} m), "
           f"{len(images)} tiles with data, true wagons {truth}")
-    print(f"  detector.infer whole process ({counts['backend']}) {t_whole:8.2f} s  "
-          f"wagons {counts['wagons']['count']} ci95 {counts['wagons']['ci95']}")
+    for precision, (seconds, c) in whole.items():
+        print(f"  detector.infer whole process ({c['backend']} {c.get('precision', 'fp32')}"
+              f"{', the default' if precision == 'auto' else ''}) {seconds:8.2f} s  "
+              f"wagons {c['wagons']['count']} ci95 {c['wagons']['ci95']}")
     forwards = {}
     runs = [(name, "fp32") for name in BACKENDS
             if installed(name) and (name == "torch" or pick_device(args.device).type == "cpu")]
@@ -304,7 +311,11 @@ def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
               f"({1000 * forwards[key] / len(images):.1f} ms/tile)")
     for part, seconds in time_parts(scene, args.weights, images, info, backend).items():
         print(f"  {part:<36} {seconds:8.3f} s")
-    ratios = {f"{kind}: whole / forward({backend})": t_whole / forwards[backend]}
+    used = backend if counts.get("precision", "fp32") == "fp32" else f"{backend}-int8"
+    if used not in forwards:  # --skip-int8 while the default ran INT8
+        forwards[used] = time_forward(images, args.weights, args.device, backend, "int8")
+    ratios = {f"{kind}: whole / forward({used})": t_whole / forwards[used],
+              f"{kind}: whole fp32 / forward({backend})": whole["fp32"][0] / forwards[backend]}
     if "openvino-int8" in forwards:
         ratios[f"{kind}: forward fp32 / int8 (openvino)"] = (forwards["openvino"]
                                                             / forwards["openvino-int8"])
@@ -316,6 +327,7 @@ def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
         print(f"  SAHI every core (batch {best:>2})          {cores:8.2f} s  wagons {n_cores}")
         ratios[f"{kind}: SAHI shipped / whole"] = shipped / t_whole
         ratios[f"{kind}: SAHI every core / whole"] = cores / t_whole
+        ratios[f"{kind}: SAHI shipped / whole fp32"] = shipped / whole["fp32"][0]
     return ratios
 
 

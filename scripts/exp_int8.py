@@ -4,16 +4,17 @@ The same bundled model, exported twice (``precision=fp32`` and ``precision=int8`
 post-training quantisation calibrated on generated tiles), scored the same way through
 ``detector.evaluate``:
 
-- generated in-style scenes (the bundled model's training settings, new seeds): wagon MAE,
+- generated scenes of each style-shift family (``scripts/bench_style_shift.py``: in style,
+  held-out texture, sensor and colour families, empty yards; new seeds): wagon MAE, MAPE,
   bias, 95% interval coverage, mAP50, covered_car F1;
-- held-out sensor family (blur, banding, halos): the same figures;
 - the real north scene ``../shared/real/muttenz_north.tif`` (one real scene, 78 cars):
   class-agnostic recall and precision of the counted vehicles at oriented IoU >= 0.3, the
   wagon count and its 95% interval, and the shift score (the INT8 graph's features feed the
   alarm);
 - the forward time per tile of each precision over the same tiles.
 
-    python scripts/exp_int8.py [--scenes 4] [--size 1024] [--out outputs/exp_int8]
+    python scripts/exp_int8.py [--scenes 4] [--size 1024] [--families in_style ...]
+        [--out outputs/exp_int8]
 
 Writes OUT/exp_int8.json and prints the table. Run on a quiet machine for the timings.
 """
@@ -33,7 +34,6 @@ from detector.errors import guarded
 from detector.evaluate.experiments import (
     evaluate_condition,
     format_table,
-    headline,
     make_scenes,
     training_scene_settings,
 )
@@ -105,30 +105,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=900)
     parser.add_argument("--real", type=Path, default=REAL_SCENE)
+    parser.add_argument("--families", nargs="+", default=None,
+                        help="style-shift families (default: all but 'classic')")
     parser.add_argument("--out", type=Path, default=Path("outputs/exp_int8"))
     args = parser.parse_args(argv)
     import bench_style_shift as bss  # scripts/ is on sys.path when run as a script
 
+    families = args.families or [f for f in bss.FAMILIES if f != "classic"]
     base = {**training_scene_settings(), "size": [args.size, args.size]}
-    sets = {"in_style": make_scenes(args.out / "scenes" / "in_style", args.scenes, args.seed,
-                                    base),
-            "sensor": make_scenes(args.out / "scenes" / "sensor", args.scenes, args.seed + 1,
-                                  {**base, **bss.FAMILIES["heldout_sensor"]})}
-    rows = []
+    sets = {name: make_scenes(args.out / "scenes" / name, args.scenes, args.seed + k,
+                              {**base, **bss.FAMILIES[name]})
+            for k, name in enumerate(families)}
+    rows, real_rows = [], []
     for precision in PRECISIONS:
-        row: dict[str, Any] = {"precision": precision,
-                               "ms_per_tile": round(forward_ms(sets["in_style"], precision), 1)}
+        ms = round(forward_ms(next(iter(sets.values())), precision), 1)
         for name, scenes in sets.items():
             report = evaluate_condition(scenes, None, args.out / precision / name,
                                         {"backend": "openvino", "precision": precision})
-            row |= {f"{name}_{k}": v for k, v in headline(report).items()
-                    if k in ("wagon_mae", "wagon_bias", "coverage", "map50", "covered_f1")}
+            rows.append({**bss.family_row(precision, name, report), "ms_per_tile": ms})
+            print(json.dumps(rows[-1], default=str), flush=True)
         if args.real.exists():
-            row |= real_row(args.out / precision / "real", precision, args.real)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    write_text(args.out / "exp_int8.json", json.dumps(rows, indent=2))
-    print(format_table(rows, list(rows[0])))
+            real_rows.append({"precision": precision, "ms_per_tile": ms,
+                              **real_row(args.out / precision / "real", precision, args.real)})
+            print(json.dumps(real_rows[-1]), flush=True)
+    write_text(args.out / "exp_int8.json", json.dumps({"families": rows, "real": real_rows},
+                                                      indent=2, default=str))
+    columns = ["model", "family", "truth", "wagon_mae", "wagon_mape", "wagon_bias", "coverage",
+               "rel_width", "map50", "covered_f1", "false_wagons", "ms_per_tile"]
+    print(format_table(rows, columns).replace("model", "precision", 1))
+    if real_rows:
+        print(format_table(real_rows, list(real_rows[0])))
 
 
 if __name__ == "__main__":

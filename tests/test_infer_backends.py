@@ -76,6 +76,24 @@ def test_backend_gives_the_same_detections_and_counts_as_torch(reference, scene,
         assert np.abs(np.sort(dets[k].corners_px, 0) - np.sort(det.corners_px, 0)).max() < 0.5
 
 
+@pytest.mark.slow
+@pytest.mark.int8
+def test_int8_is_the_auto_precision_with_nncf_and_counts_as_fp32(reference, scene, tmp_path):
+    if not (backends.installed("openvino") and backends.int8_available()):
+        pytest.skip("INT8 needs openvino and nncf (pip install -e '.[fast,int8]')")
+    [res] = run(scene, out=tmp_path, backend="openvino", batch=4, progress=False,
+                quicklook=False)  # precision=auto
+    assert res.ok, res.error
+    assert res.counts["precision"] == "int8" and res.counts["settings"]["precision"] == "int8"
+    assert reference.counts["precision"] == "fp32"
+    for name, summary in reference.counts["classes"].items():  # within noise, not identical
+        assert abs(res.counts["classes"][name]["count"] - summary["count"]) <= max(
+            2, 0.1 * summary["count"]), name
+    lo, hi = reference.counts["wagons"]["ci95"]
+    assert lo <= res.counts["wagons"]["count"] <= hi
+    assert res.features.array() is not None  # the INT8 graph keeps the shift features
+
+
 def test_export_is_made_once_and_reused(cache, monkeypatch):
     backend = next((b for b in ("onnx", "openvino") if backends.installed(b)), None)
     if backend is None:
@@ -152,7 +170,8 @@ def test_a_cached_export_runs_without_torch_ultralytics_or_matplotlib(cache, tmp
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(root)}
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "detector.infer", f"source={scene}",
-         f"out={tmp_path / 'out'}", f"backend={backend}", "device=cpu", "progress=false"],
+         f"out={tmp_path / 'out'}", f"backend={backend}", "device=cpu", "progress=false",
+         "precision=fp32"],  # the export cached above (auto is INT8 where nncf is installed)
         capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]

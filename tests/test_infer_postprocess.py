@@ -133,7 +133,19 @@ def test_precision_is_checked(tmp_path):
     assert backends.check_precision(None, "torch") == "fp32"
     with pytest.raises(DetectorError, match="precision=int8 runs on backend=openvino only"):
         backends.check_precision("int8", "onnx")
-    with pytest.raises(DetectorError, match="precision='int4' is not one of"):
+    with pytest.raises(DetectorError, match="precision='int4' is not one of auto, fp32"):
         backends.check_precision("int4", "openvino")
-    with pytest.raises(DetectorError, match=r"precision='fp16': must be one of fp32, int8"):
+    with pytest.raises(DetectorError, match=r"precision='fp16': must be one of auto, fp32, int8"):
         check_config(config(precision="fp16"), "infer")
+
+
+def test_precision_auto_is_int8_on_openvino_only_where_nncf_is_installed(monkeypatch):
+    monkeypatch.setattr(backends, "int8_available", lambda: True)
+    assert backends.resolve_precision("auto", "openvino") == "int8"
+    assert backends.resolve_precision(None, "openvino") == "int8"
+    assert [backends.resolve_precision("auto", b) for b in ("onnx", "torch")] == ["fp32"] * 2
+    assert backends.resolve_precision("fp32", "openvino") == "fp32"
+    monkeypatch.setattr(backends, "int8_available", lambda: False)
+    assert backends.resolve_precision("auto", "openvino") == "fp32"
+    with pytest.raises(DetectorError, match="precision=int8 runs on backend=openvino only"):
+        backends.resolve_precision("int8", "torch")

@@ -49,14 +49,15 @@ def test_reference_scores_shifted_features_higher_and_needs_two_scenes():
 def test_output_signals_and_the_rule_fire_on_trouble_only():
     rng = np.random.default_rng(1)
 
-    def scene(sure: float, n: int = 60, area: float = 0.25):
+    def scene(sure: float, n: int = 60, area: float = 0.25, low: int | None = None):
         # ``sure``: share of candidates the model is confident about (p 0.9-1) vs unsure
         p = np.where(rng.random(n) < sure, rng.uniform(0.9, 1.0, n), rng.uniform(0.25, 0.7, n))
-        p = np.concatenate([p, rng.uniform(0.0, 0.1, n)])  # low-score candidates
+        p = np.concatenate([p, rng.uniform(0.0, 0.1, n if low is None else low)])  # low scores
         return p, p >= 0.5, area
 
     sig = output_signals(*scene(0.9))
     assert 0 <= sig["uncertain"] <= 0.3 and sig["top_p"] > 0.85 and sig["feature"] is None
+    assert sig["faint"] == 0.5  # n low-score candidates beside n plausible ones
     assert output_signals(np.zeros(0), np.zeros(0, bool), 1.0)["top_p"] is None
     rows = [output_signals(*scene(0.9)) for _ in range(6)]
     rule = fit_alarm(rows, ["uncertain", "top_p", "log_density"], 3.0)
@@ -71,7 +72,27 @@ def test_output_signals_and_the_rule_fire_on_trouble_only():
     assert not unsure["interval_calibrated"] and "not calibrated" in unsure["interval_note"]
     crowded = alarm_fields(rule, None, *scene(0.9, n=600))  # ten times the candidates/km2
     assert crowded["shift"]["alarm"] and "log_density" in crowded["shift"]["fired"]
+    # Half the candidates uncertain: noise in a scene of 6 candidates, trouble in one of 600.
+    def half_unsure(n: int):
+        p = np.repeat([0.5, 0.95], n // 2)
+        return p, p >= 0.8, 0.25 * n / 120
+
+    assert "uncertain" not in alarm_fields(rule, None, *half_unsure(6))["shift"]["fired"]
+    assert "uncertain" in alarm_fields(rule, None, *half_unsure(600))["shift"]["fired"]
+    faint_rule = fit_alarm(rows, ["faint"], 3.0)
+    assert not alarm_fields(faint_rule, None, *scene(0.9))["shift"]["alarm"]
+    fainter = alarm_fields(faint_rule, None, *scene(0.9, low=600))  # cars scored under 0.2
+    assert fainter["shift"]["fired"].keys() == {"faint"}
     assert fit_alarm(rows[:1], ["uncertain"], 3.0) is None
+    # The feature score past its own threshold alarms only for a model too blind to measure
+    # the output signals, unless the rule watches it.
+    unfamiliar = {"score": 9.0, "alarm": True, "threshold": 2.0}
+    assert not alarm_fields(rule, unfamiliar, *scene(0.9))["shift"]["alarm"]
+    blind = alarm_fields(rule, unfamiliar, np.array([0.1, 0.3]), np.zeros(2, bool), 0.25)
+    assert blind["shift"]["alarm"] and not blind["shift"]["fired"]
+    watched = fit_alarm([{**r, "feature": 1.0 + k / 10} for k, r in enumerate(rows)],
+                        ["uncertain", "feature"], 3.0)
+    assert alarm_fields(watched, unfamiliar, *scene(0.9))["shift"]["alarm"]
     # No rule (older cards): the feature entry passes through unchanged.
     old = {"score": 1.0, "alarm": False, "threshold": 2.0}
     assert alarm_fields(None, old, *scene(0.3)) == {"shift": old, "interval_calibrated": True}

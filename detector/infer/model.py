@@ -264,6 +264,11 @@ class Predictor:
         """Name of the backend running the network (recorded in counts JSON)."""
         return str(getattr(self.runner, "name", type(self.runner).__name__))
 
+    @property
+    def precision(self) -> str:
+        """Precision of the network's weights as run (recorded in counts JSON)."""
+        return str(getattr(self.runner, "precision", "fp16" if self.bundle.half else "fp32"))
+
     def forward(self, images: np.ndarray) -> Any:
         """Raw model output for a uint8 batch (used by the benchmark to time the net alone)."""
         return self.runner(images)

@@ -56,7 +56,10 @@ class Overview:
         ax0, ay0, ax1, ay1 = max(cx0, 0), max(cy0, 0), min(cx1, width), min(cy1, height)
         if ax1 <= ax0 or ay1 <= ay0:
             return
-        rgb = to_rgb(image)
+        # Decimate by striding to about twice the target first: area-averaging the full
+        # tile for a thumbnail cost ~2 ms a tile (0.6 s on an 8000² scene).
+        k = max(1, min(image.shape[-1] // (2 * (cx1 - cx0)), image.shape[-2] // (2 * (cy1 - cy0))))
+        rgb = to_rgb(image[:, ::k, ::k])
         small = cv2.resize(rgb, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_AREA)
         self.image[ay0:ay1, ax0:ax1] = small[ay0 - cy0:ay1 - cy0, ax0 - cx0:ax1 - cx0]
 

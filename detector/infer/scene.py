@@ -219,10 +219,12 @@ def build_detections(cands: Candidates, plan: Plan, card: ModelCard, classes: li
 
 def scene_counts(path: Scene, detections: list[Detection], bundle: Bundle, plan: Plan,
                  cfg: DictConfig, seconds: float, src: rasterio.DatasetReader,
-                 backend: str = "torch", valid_px: float | None = None) -> dict[str, Any]:
+                 backend: str = "torch", valid_px: float | None = None,
+                 precision: str = "fp32") -> dict[str, Any]:
     """The counts JSON dict (docs/design.md, counts JSON) with the run's settings.
 
-    ``backend`` is the backend that actually ran (``auto`` resolved); ``valid_px`` the
+    ``backend`` and ``precision`` are the ones that actually ran (``auto`` resolved);
+    ``valid_px`` the
     source pixels holding data inside the AOI (default: all of the AOI or scene), which
     ``area_km2`` measures. ``scene`` is the path, or the URL without query string; a STAC
     asset adds its item's fields under ``stac``.
@@ -246,10 +248,11 @@ def scene_counts(path: Scene, detections: list[Detection], bundle: Bundle, plan:
         "seconds": round(seconds, 2),
         "crs": src.crs.to_string() if src.crs else None,
         "aoi": str(cfg.aoi) if cfg.get("aoi") else None,
-        "settings": {**run_settings(bundle, cfg), "backend": backend},
+        "settings": {**run_settings(bundle, cfg), "backend": backend, "precision": precision},
         "tiles": len(plan.tiles),
         "n_candidates": len(detections),
         "backend": backend,
+        "precision": precision,
         **({"stac": dict(path.meta)} if isinstance(path, SceneRef) and path.meta else {}),
     }
 
@@ -347,7 +350,8 @@ def process_scene(path: Scene, bundle: Bundle, predictor: Any, cfg: DictConfig,
                                       src.crs is not None)
         counted = [d for d in detections if d.score >= bundle.card.threshold(d.cls)]
         counts = scene_counts(path, detections, bundle, plan, cfg, 0.0, src,
-                              str(getattr(predictor, "backend", "custom")), cands.valid_px)
+                              str(getattr(predictor, "backend", "custom")), cands.valid_px,
+                              str(getattr(predictor, "precision", "fp32")))
         counts.update(shift_fields(bundle.card.shift, feats.array()))
         counts.update(alarm_fields((bundle.card.shift or {}).get("alarm"), counts["shift"],
                                    np.array([d.p for d in detections]),
@@ -419,7 +423,7 @@ def run_settings(bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
         "backend": str(cfg.get("backend") or "auto"),  # as asked; counts JSON: as run
         "device": str(bundle.device),
         "half": bool(bundle.half),
-        "precision": str(cfg.get("precision") or "fp32"),
+        "precision": str(cfg.get("precision") or "auto"),  # as asked; counts JSON: as run
     }
 
 
@@ -430,6 +434,6 @@ def make_predictor(bundle: Bundle, cfg: DictConfig) -> Predictor:
     s = run_settings(bundle, cfg)
     _, net_size = tile_sizes(bundle, cfg.tiling.get("tile_px"))
     runner = make_runner(bundle, str(cfg.get("backend") or "auto"), net_size,
-                         int(cfg.batch or _batch(bundle)), str(cfg.get("precision") or "fp32"))
+                         int(cfg.batch or _batch(bundle)), str(cfg.get("precision") or "auto"))
     return Predictor(bundle, s["candidate_conf"], s["nms"]["iou"], s["nms"]["max_det"],
                      s["nms"]["agnostic"], runner)
