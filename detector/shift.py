@@ -274,7 +274,6 @@ SIGNALS: dict[str, tuple[int, float]] = {
 }
 # Fewer candidates than these leave a share or a mean undefined (an empty yard is no evidence).
 MIN_PLAUSIBLE, MIN_COUNTED = 5, 3
-OUTPUT_SHARES = ("uncertain", "faint", "top_p")  # the signals measured from candidate scores
 NOT_CALIBRATED = ("the shift alarm fired: the 95% interval is not calibrated for this scene "
                   "(not widened); check the count or adapt the model to this imagery")
 
@@ -305,15 +304,17 @@ def output_signals(p: np.ndarray, counted: np.ndarray, area_km2: float,
     def share(name: str, flags: np.ndarray, enough: bool) -> None:
         value = float(flags.mean()) if enough else None
         out[name] = value
-        out[f"{name}_se"] = (None if value is None
-                             else float(np.sqrt(value * (1 - value) / len(flags))))
+        # Agresti-Coull: a share of 0 or 1 from a few candidates is not certain.
+        q = (flags.sum() + 1) / (len(flags) + 2)
+        out[f"{name}_se"] = None if value is None else float(np.sqrt(q * (1 - q) / len(flags)))
 
     share("uncertain", p[plausible] < UNSURE[1], plausible.sum() >= MIN_PLAUSIBLE)
     share("faint", ~plausible, len(p) >= MIN_PLAUSIBLE)
     top = p[counted]
     out["top_p"] = float(top.mean()) if len(top) >= MIN_COUNTED else None
-    out["top_p_se"] = (None if out["top_p"] is None
-                       else float(top.std(ddof=1) / np.sqrt(len(top))))
+    # At least the error of a Bernoulli mean: isotonic maps put many candidates on one p.
+    out["top_p_se"] = (None if out["top_p"] is None else float(max(
+        top.std(ddof=1), np.sqrt(out["top_p"] * (1 - out["top_p"]))) / np.sqrt(len(top))))
     area = max(area_km2, 1e-9)
     out["log_density"] = float(np.log10(1 + len(p) / area))
     out["log_density_se"] = float(np.sqrt(max(len(p), 1)) / (np.log(10) * (area + len(p))))
@@ -337,13 +338,21 @@ def _z(stats: Mapping[str, Any], name: str, value: float | None, se: float | Non
 
 
 def _stats(rows: Sequence[Mapping[str, float | None]]) -> dict[str, dict[str, float]]:
+    """Per signal the calibration scenes' centre and spread: median and 1.4826 x MAD (the
+    standard deviation of a normal sample, robust to a few odd scenes such as near-empty
+    yards, which made the density's plain standard deviation four times larger), at least
+    the signal's floor; with two scenes, mean and standard deviation. Stored as ``mean`` and
+    ``sd`` (the names older cards use)."""
     out = {}
     for name, (direction, floor) in SIGNALS.items():
         values = np.array([r[name] for r in rows if r.get(name) is not None], float)
         if len(values) < 2:
             continue
-        out[name] = {"mean": round(float(values.mean()), 5),
-                     "sd": round(max(float(values.std(ddof=1)), floor), 5),
+        centre, spread = float(values.mean()), float(values.std(ddof=1))
+        if len(values) > 2:
+            centre = float(np.median(values))
+            spread = 1.4826 * float(np.median(np.abs(values - centre)))
+        out[name] = {"mean": round(centre, 5), "sd": round(max(spread, floor), 5),
                      "direction": direction}
     return out
 
@@ -414,10 +423,10 @@ def alarm_fields(rule: Mapping[str, Any] | None, shift: Mapping[str, Any] | None
                       "feature_alarm": bool(entry.get("alarm", False)),
                       "fired": fired, "rule": ALARM_METHOD})
         # The feature score past its own (conformal) threshold alarms when the rule uses it,
-        # or when the model found too little to measure any output share or mean (a model
-        # blind to the imagery): scripts/bench_shift.py found it alarming on many in-style
-        # scenes and few misses otherwise.
-        blind = all(signals.get(k) is None for k in OUTPUT_SHARES)
+        # or when the model found too few plausible candidates to measure ``uncertain`` and
+        # ``top_p`` (a model blind to the imagery): scripts/bench_shift.py found it alarming
+        # on many in-style scenes and few misses otherwise.
+        blind = all(signals.get(k) is None for k in ("uncertain", "top_p"))
         entry["alarm"] = bool(fired) or (entry["feature_alarm"]
                                          and ("feature" in rule["use"] or blind))
     out: dict[str, Any] = {"shift": entry or None}

@@ -287,7 +287,8 @@ def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
     scene, truth = generate(workdir, kind, args.size, args.m_per_px, args.seed)
     out = workdir / f"out_{kind}"
     whole: dict[str, tuple[float, dict]] = {}
-    for precision in ("fp32", "auto"):  # auto: the default (INT8 on OpenVINO with NNCF)
+    for precision in ("fp32", "auto"):  # auto: the default (INT8 on OpenVINO with NNCF;
+        # on a GPU both run torch, fp16 where half is on)
         whole_process(scene, args.weights, args.device, backend, out, precision)  # warm-up
         whole[precision] = whole_process(scene, args.weights, args.device, backend, out,
                                          precision)
@@ -296,7 +297,7 @@ def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
     print(f"\n[{kind}] {scene} ({args.size}x{args.size} px at {args.m_per_px} m), "
           f"{len(images)} tiles with data, true wagons {truth}")
     for precision, (seconds, c) in whole.items():
-        print(f"  detector.infer whole process ({c['backend']} {c.get('precision', 'fp32')}"
+        print(f"  detector.infer whole process ({c['backend']} {c.get('precision')}"
               f"{', the default' if precision == 'auto' else ''}) {seconds:8.2f} s  "
               f"wagons {c['wagons']['count']} ci95 {c['wagons']['ci95']}")
     forwards = {}
@@ -311,7 +312,7 @@ def bench_scene(kind: str, args: argparse.Namespace, workdir: Path, backend: str
               f"({1000 * forwards[key] / len(images):.1f} ms/tile)")
     for part, seconds in time_parts(scene, args.weights, images, info, backend).items():
         print(f"  {part:<36} {seconds:8.3f} s")
-    used = backend if counts.get("precision", "fp32") == "fp32" else f"{backend}-int8"
+    used = f"{backend}-int8" if counts.get("precision") == "int8" else backend
     if used not in forwards:  # --skip-int8 while the default ran INT8
         forwards[used] = time_forward(images, args.weights, args.device, backend, "int8")
     ratios = {f"{kind}: whole / forward({used})": t_whole / forwards[used],
@@ -344,7 +345,8 @@ def main() -> None:
     parser.add_argument("--skip-sahi", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--skip-int8", action="store_true",
-                        help="no OpenVINO INT8 forward (its export takes minutes the first time)")
+                        help="no OpenVINO INT8 forward timing (its export takes 30-50 s "
+                             "the first time)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keeps generated scenes between runs (default: a temp folder)")

@@ -14,14 +14,15 @@ both sets: AUROC of the alarm score for "interval misses", alarm rate on misses 
 covered scenes, false alarm rate in style; the same for the rule as configured
 (conf/calibration/default.yaml shift.alarm), and "as run": the alarm detector.infer raised.
 
-    python scripts/bench_shift.py --models v02=detector/assets/railcar_obb.pt v01=old.pt
+    python scripts/bench_shift.py --models v03=detector/assets/railcar_obb.pt v02=old.pt
         [--fit heldout_texture heldout_vivid murky desert]
-        [--validate heldout_sensor tarp_colours classic]
+        [--validate heldout_sensor tarp_colours classic empty_yard]
         [--scenes 6] [--in-style 8] [--cal-scenes 6] [--size 1024] [--real] [--min-z 3]
         [--precision auto]
         [--out outputs/bench_shift]
 
-The v0.1 bundle: ``git show 1fefbcc:detector/assets/railcar_obb.pt > old.pt`` (and .json).
+The v0.2 bundle: ``git show dfa29bd:detector/assets/railcar_obb.pt > old.pt`` (and .json;
+v0.1: commit 1fefbcc).
 Writes OUT/bench_shift.{json,md}; scenes are generated once and reused.
 """
 
@@ -53,13 +54,13 @@ REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real" / "muttenz
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["v02=detector/assets/railcar_obb.pt"],
+    parser.add_argument("--models", nargs="+", default=["v03=detector/assets/railcar_obb.pt"],
                         help="NAME=WEIGHTS.pt pairs, side by side")
     parser.add_argument("--fit", nargs="+",
                         default=["heldout_texture", "heldout_vivid", "murky", "desert"],
                         choices=list(ALL_FAMILIES))
     parser.add_argument("--validate", nargs="+",
-                        default=["heldout_sensor", "tarp_colours", "classic"],
+                        default=["heldout_sensor", "tarp_colours", "classic", "empty_yard"],
                         choices=list(ALL_FAMILIES))
     parser.add_argument("--scenes", type=int, default=6, help="scenes per off-style family")
     parser.add_argument("--in-style", type=int, default=8, help="in-style held-out scenes")

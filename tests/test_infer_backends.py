@@ -94,6 +94,25 @@ def test_int8_is_the_auto_precision_with_nncf_and_counts_as_fp32(reference, scen
     assert res.features.array() is not None  # the INT8 graph keeps the shift features
 
 
+def test_an_auto_int8_export_that_fails_falls_back_to_fp32(cache, monkeypatch, caplog):
+    if not backends.installed("openvino"):
+        pytest.skip("openvino is not installed")
+    bundle = load_bundle(None, "cpu", lazy=True)
+    real = backends.export_model
+
+    def export(b, name, imgsz, batch, precision="fp32"):
+        if precision == "int8":
+            raise RuntimeError("quantisation failed")
+        return real(b, name, imgsz, batch, precision)
+
+    monkeypatch.setattr(backends, "int8_available", lambda: True)
+    monkeypatch.setattr(backends, "export_model", export)
+    runner = backends.make_runner(bundle, "openvino", bundle.imgsz, 8)  # precision=auto
+    assert runner.precision == "fp32" and "INT8 quantisation unavailable" in caplog.text
+    with pytest.raises(DetectorError, match="cannot load the exported model"):
+        backends.make_runner(bundle, "openvino", bundle.imgsz, 8, "int8")  # asked by name
+
+
 def test_export_is_made_once_and_reused(cache, monkeypatch):
     backend = next((b for b in ("onnx", "openvino") if backends.installed(b)), None)
     if backend is None:

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from detector.errors import DetectorError, OutputError, guarded
+from detector.infer import backends
 from detector.infer import scene as scene_mod
 from tests.test_infer_pipeline import fake_bundle, infer, planted_scene
 
@@ -29,7 +30,8 @@ def test_same_file_name_from_another_folder_is_counted_not_reused(tmp_path, capl
     assert saved["wagons"] == second.counts["wagons"]
 
 
-def test_rerun_reuses_only_for_the_same_scene_model_aoi_and_settings(tmp_path, caplog):
+def test_rerun_reuses_only_for_the_same_scene_model_aoi_and_settings(tmp_path, caplog,
+                                                                    monkeypatch):
     scene = tmp_path / "yard.tif"
     planted_scene(scene)
     infer(tmp_path, scene, quicklook=False)
@@ -45,6 +47,10 @@ def test_rerun_reuses_only_for_the_same_scene_model_aoi_and_settings(tmp_path, c
     steps = [("other settings than the ones counted with (merge.threshold)",
               lambda: run["overrides"].update({"merge.threshold": 0.5})),
              ("another model", lambda: run.update(bundle=fake_bundle(imgsz=160))),
+             # NNCF installed since: precision=auto now means INT8 on OpenVINO
+             *([("other settings than the ones counted with (precision)",
+                 lambda: monkeypatch.setattr(backends, "int8_available", lambda: True))]
+               if backends.installed("openvino") else []),
              ("another AOI", lambda: run["overrides"].update(aoi=str(aoi))),
              ("the scene file changed", lambda: os.utime(
                  scene, ns=(scene.stat().st_atime_ns, scene.stat().st_mtime_ns + 10**9)))]

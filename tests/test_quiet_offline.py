@@ -36,7 +36,7 @@ def test_first_run_exports_with_one_line_and_no_intel_folder(tmp_path, cli_env,
     scene = random_scene(tmp_path / "s.tif", size=(150, 120))
     cmd = [sys.executable, "-m", "detector.infer", f"weights={untrained_models['obb']}",
            f"source={scene}", f"out={tmp_path / 'out'}", "backend=openvino", "batch=2",
-           "progress=false", "quicklook=false"]
+           "progress=false", "quicklook=false", "precision=fp32"]  # auto: INT8 with nncf
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env=isolated_env(cli_env, tmp_path))
     assert done.returncode == 0, done.stderr

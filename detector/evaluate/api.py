@@ -129,9 +129,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         report = build_report(evals, classes, card.operating_threshold, cfg.iou,
                               list(cfg.iou_thresholds), cfg.min_inside,
                               axis_aligned=axis_aligned, not_wagons=list(card.not_wagons))
+    ran = evals[0].counts
     report = {"source": str(cfg.source or pairs[0][0]),
               "model": {"path": str(weights), "sha256": card.sha256,
                         "task": card.task, "m_per_px": card.m_per_px},
+              "inference": {"backend": ran.get("backend"), "precision": ran.get("precision")},
               **report, "failed": failed}
     if cfg.plots and not agnostic:
         report["plots"] = write_plots(report, out)

@@ -101,9 +101,9 @@ def resolve_precision(precision: str | None, backend: str) -> str:
     """The precision a run uses on the resolved ``backend``.
 
     ``auto`` is INT8 on OpenVINO when NNCF is installed and FP32 otherwise: INT8 ran the
-    forward 2.5-2.8x faster and kept counts, interval coverage and recall within noise of
-    FP32 (``scripts/exp_int8.py``, README "Inference speed"). ``fp32``/``int8`` are checked
-    by :func:`check_precision`.
+    forward 2.1-2.8x faster (two runs of ``scripts/bench_infer.py``) and kept counts,
+    interval coverage and recall within noise of FP32 (``scripts/exp_int8.py``; README
+    "Inference speed and memory"). ``fp32``/``int8`` are checked by :func:`check_precision`.
     """
     if str(precision or "auto").lower() == "auto":
         return "int8" if backend == "openvino" and int8_available() else "fp32"
@@ -289,12 +289,22 @@ def make_runner(bundle: Bundle, backend: str, imgsz: int, batch: int, precision:
     (no torch import).
 
     With ``auto``, a backend that cannot export or load this model falls back to torch with
-    a warning; a backend asked for by name fails with a one-line error instead.
+    a warning; a backend asked for by name fails with a one-line error instead. An INT8
+    export that ``precision=auto`` chose and that fails falls back to FP32 on the same
+    backend, with a warning.
     """
     name = resolve_backend(backend, bundle.device)
-    precision = resolve_precision(precision, name)
+    chosen = resolve_precision(precision, name)
     if name == "torch":
         return TorchRunner(bundle)
+    if chosen == "int8" and str(precision or "auto").lower() == "auto":
+        try:
+            return OpenVinoRunner(export_model(bundle, name, imgsz, batch, "int8"), batch)
+        except Exception as err:  # noqa: BLE001 - NNCF and OpenVINO raise many types
+            log.warning("INT8 quantisation unavailable for %s (%s); using FP32",
+                        bundle.weights.name, str(err).splitlines()[0] if str(err) else err)
+            chosen = "fp32"
+    precision = chosen
     try:
         path = export_model(bundle, name, imgsz, batch, precision)
         if name == "onnx":

@@ -224,9 +224,8 @@ def scene_counts(path: Scene, detections: list[Detection], bundle: Bundle, plan:
     """The counts JSON dict (docs/design.md, counts JSON) with the run's settings.
 
     ``backend`` and ``precision`` are the ones that actually ran (``auto`` resolved);
-    ``valid_px`` the
-    source pixels holding data inside the AOI (default: all of the AOI or scene), which
-    ``area_km2`` measures. ``scene`` is the path, or the URL without query string; a STAC
+    ``valid_px`` the source pixels holding data inside the AOI (default: all of the AOI or
+    scene), which ``area_km2`` measures. ``scene`` is the path, or the URL without query string; a STAC
     asset adds its item's fields under ``stac``.
     """
     if valid_px is None:
@@ -269,8 +268,16 @@ def skipped_result(path: Scene, paths: dict[str, Path]) -> SceneResult:
 
 
 def scene_inputs(path: Scene, bundle: Bundle, cfg: DictConfig) -> dict[str, Any]:
-    """What this run counts ``path`` from (:mod:`detector.infer.reuse`)."""
-    settings = {**run_settings(bundle, cfg), "m_per_px": cfg.get("m_per_px")}
+    """What this run counts ``path`` from (:mod:`detector.infer.reuse`).
+
+    The precision is the one ``auto`` resolves to, so that installing NNCF (INT8) recounts
+    finished scenes rather than mixing FP32 and INT8 counts in one output folder.
+    """
+    from detector.infer.backends import resolve_backend, resolve_precision
+
+    backend = resolve_backend(str(cfg.get("backend") or "auto"), bundle.device)
+    settings = {**run_settings(bundle, cfg), "m_per_px": cfg.get("m_per_px"),
+                "precision": resolve_precision(cfg.get("precision"), backend)}
     return reuse.run_inputs(path, bundle.sha256, bundle.card, cfg.get("aoi"), settings)
 
 
@@ -353,10 +360,13 @@ def process_scene(path: Scene, bundle: Bundle, predictor: Any, cfg: DictConfig,
                               str(getattr(predictor, "backend", "custom")), cands.valid_px,
                               str(getattr(predictor, "precision", "fp32")))
         counts.update(shift_fields(bundle.card.shift, feats.array()))
+        # The signals as calibrated: candidates at the card's candidate threshold (a lower
+        # conf= would add faint candidates and density that are not a shift).
+        signalled = [d for d in detections if d.score >= bundle.card.candidate_conf]
         counts.update(alarm_fields((bundle.card.shift or {}).get("alarm"), counts["shift"],
-                                   np.array([d.p for d in detections]),
+                                   np.array([d.p for d in signalled]),
                                    np.array([d.score >= bundle.card.threshold(d.cls)
-                                             for d in detections], bool), counts["area_km2"]))
+                                             for d in signalled], bool), counts["area_km2"]))
         counts["inputs"] = inputs
         kinds = ["geojson", "counts"] + (["quicklook"] if cfg.quicklook else [])
         outputs = {k: paths[k] for k in kinds}
