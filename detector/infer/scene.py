@@ -225,8 +225,8 @@ def scene_counts(path: Scene, detections: list[Detection], bundle: Bundle, plan:
 
     ``backend`` and ``precision`` are the ones that actually ran (``auto`` resolved);
     ``valid_px`` the source pixels holding data inside the AOI (default: all of the AOI or
-    scene), which ``area_km2`` measures. ``scene`` is the path, or the URL without query string; a STAC
-    asset adds its item's fields under ``stac``.
+    scene), which ``area_km2`` measures. ``scene`` is the path, or the URL without query
+    string; a STAC asset adds its item's fields under ``stac``.
     """
     if valid_px is None:
         valid_px = plan.area.area if plan.area is not None else src.width * src.height
