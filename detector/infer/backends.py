@@ -298,8 +298,8 @@ def make_runner(bundle: Bundle, backend: str, imgsz: int, batch: int, precision:
     if name == "torch":
         return TorchRunner(bundle)
     if chosen == "int8" and str(precision or "auto").lower() == "auto":
-        try:
-            return OpenVinoRunner(export_model(bundle, name, imgsz, batch, "int8"), batch)
+        try:  # made once and cached: the export below then finds it
+            export_model(bundle, name, imgsz, batch, "int8")
         except Exception as err:  # noqa: BLE001 - NNCF and OpenVINO raise many types
             log.warning("INT8 quantisation unavailable for %s (%s); using FP32",
                         bundle.weights.name, str(err).splitlines()[0] if str(err) else err)
