@@ -276,6 +276,15 @@ def test_no_crs_no_resolution(tmp_path):
 
 # --- AOIs in every quadrant: pixels and area_km2 -------------------------------------------
 
+def empty_counts(src, scene, cfg):
+    """The counts JSON of ``scene`` with no detections, planned as ``cfg`` says (AOI too)."""
+    card = default_card("obb", CLASSES, 128, m_per_px=0.5)
+    plan = plan_scene(src, scene, card, cfg)
+    bundle = SimpleNamespace(card=card, classes=CLASSES, weights="w.pt", sha256="0",
+                             device="cpu", half=False)
+    return scene_counts(scene, [], bundle, plan, cfg, 0.0, src)
+
+
 def aoi_file(path, ring, epsg):
     path.write_text(json.dumps({
         "type": "FeatureCollection",
@@ -313,12 +322,7 @@ def test_aoi_in_every_quadrant_lands_on_its_pixels_with_its_area(tmp_path, infer
         inner = np.array([[2 * de + 1, 2 * ds + 1], [2 * de + 39, 2 * ds + 29]])
         outer = np.array([[2 * de - 1, 2 * ds + 1], [2 * de + 1, 2 * ds + 31]])
         assert inside(area, inner).all() and not inside(area, outer).any()
-        cfg = infer_cfg(str(scene), None, aoi=str(aoi))
-        card = default_card("obb", CLASSES, 128, m_per_px=0.5)
-        plan = plan_scene(src, scene, card, cfg)
-        bundle = SimpleNamespace(card=card, classes=CLASSES, weights="w.pt", sha256="0",
-                                 device="cpu", half=False)
-        counts = scene_counts(scene, [], bundle, plan, cfg, 0.0, src)
+        counts = empty_counts(src, scene, infer_cfg(str(scene), None, aoi=str(aoi)))
     assert counts["m_per_px"] == 0.5
     assert counts["area_km2"] == pytest.approx(20 * 15 / 1e6, rel=1e-6)  # 300 m^2
     assert counts["wagons"] == {"count": 0, "expected": 0.0, "ci95": [0, 0]}
@@ -338,14 +342,8 @@ def test_aoi_reaching_past_the_scene_is_clipped_and_area_follows(tmp_path, infer
         assert whole.bounds == pytest.approx((-30, 20, 30, 60))
         area = load_aoi(aoi, src.crs, src.transform, src.width, src.height)
         assert area.bounds == pytest.approx((0, 20, 30, 60))
-        cfg = infer_cfg(str(scene), None, aoi=str(aoi))
-        card = default_card("obb", CLASSES, 128, m_per_px=0.5)
-        plan = plan_scene(src, scene, card, cfg)
-        bundle = SimpleNamespace(card=card, classes=CLASSES, weights="w.pt", sha256="0",
-                                 device="cpu", half=False)
-        counts = scene_counts(scene, [], bundle, plan, cfg, 0.0, src)
-        no_aoi = plan_scene(src, scene, card, infer_cfg(str(scene), None))
-        full = scene_counts(scene, [], bundle, no_aoi, infer_cfg(str(scene), None), 0.0, src)
+        counts = empty_counts(src, scene, infer_cfg(str(scene), None, aoi=str(aoi)))
+        full = empty_counts(src, scene, infer_cfg(str(scene), None))
     assert counts["area_km2"] == pytest.approx(15 * 20 / 1e6)
     assert full["area_km2"] == pytest.approx(100 * 80 / 1e6)
     assert inside(None, np.zeros((3, 2))).tolist() == [True, True, True]
