@@ -397,14 +397,10 @@ def test_the_budget_is_the_wall_clock_and_is_shared_as_stated(scenes, base, tmp_
 def test_a_scene_smaller_than_a_chip_is_adapted_on(tmp_path):
     # 150 x 100 px scenes and a base with 256 px chips at 0.5 m: each scene is one chip
     # padded with the fill value (it used to stop with "no chips written").
-    from tests.test_data_build import make_scene, random_cars
+    from tests.test_data_build import make_scenes
 
-    rng = np.random.default_rng(9)
     small = tmp_path / "small"
-    small.mkdir()
-    for k in range(2):
-        make_scene(small / f"crop_{k}.tif", random_cars(rng, 2, 150, 100, 0.5), 150, 100,
-                   seed=k)
+    make_scenes(small, 2, cars_per_scene=2, width=150, height=100)
     base = save_untrained(tmp_path / "base256.pt", imgsz=256)
     with fake_clock():
         result = adapt(adapt_cfg(small, base, tmp_path / "out", "force=true", "replay.scenes=0",

@@ -394,12 +394,8 @@ def test_non_square_pixels_are_chipped_at_the_data_resolution_on_each_axis(tmp_p
 def test_a_scene_smaller_than_a_chip_becomes_one_padded_chip(tmp_path):
     # 150 x 100 px at 0.5 m with 256 px chips: the window reaches past the scene; that part
     # is padding with the fill value, not nodata, so the chip is kept with every car in it.
-    rng = np.random.default_rng(3)
     scenes = tmp_path / "scenes"
-    scenes.mkdir()
-    for k in range(2):
-        make_scene(scenes / f"small_{k}.tif", random_cars(rng, 2, 150, 100, 0.5), 150, 100,
-                   seed=k)
+    make_scenes(scenes, 2, cars_per_scene=2, width=150, height=100)
     cfg = data_cfg("geojson", f"data.root={scenes}", "data.chip.size=256",
                    "data.chip.overlap=16", "data.split.test=0", "data.split.val=0.5",
                    "data.chip.background_keep=0")
